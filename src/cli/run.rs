@@ -1,0 +1,129 @@
+//! `pipeline run`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::Result;
+
+use super::{Exit, PipelineArgs, load_plan, open_cache};
+use crate::schedule::{self, NodeState, Options};
+use crate::ui;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Threads for stages in all (default: the machine's cores).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+    /// GPU stages at once (default: GPUs detected; 0 runs every stage on the CPU).
+    #[arg(long)]
+    gpus: Option<usize>,
+    /// Show what would run, run nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Recompute these stages (names or sweep members) even if cached.
+    #[arg(long, value_name = "STAGE")]
+    force: Vec<String>,
+    /// Run only these stages and what they need.
+    #[arg(long, value_name = "STAGE")]
+    only: Vec<String>,
+    /// Folder that receives published outputs.
+    #[arg(long, env = "PIPELINE_RESULTS", default_value = "results")]
+    results: PathBuf,
+    /// Print only failures and the summary.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
+    let start = Instant::now();
+    let cache = open_cache(cache_dir)?;
+    let plan = load_plan(&args.pipeline, &cache)?;
+    let jobs = args.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    if jobs == 0 {
+        anyhow::bail!("--jobs must be at least 1");
+    }
+    let gpus = args.gpus.unwrap_or_else(schedule::detect_gpus);
+    let options = Options {
+        jobs,
+        gpus,
+        force: plan
+            .select_nodes(&args.force)?
+            .into_iter()
+            .collect::<HashSet<_>>(),
+        only: if args.only.is_empty() {
+            None
+        } else {
+            Some(plan.select_nodes(&args.only)?)
+        },
+        dry_run: args.dry_run,
+    };
+    if !args.quiet {
+        println!(
+            "pipeline {}: {} stages ({} unique), jobs {jobs}, gpus {gpus}",
+            args.pipeline.file.display(),
+            plan.stages.len(),
+            plan.nodes.len()
+        );
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    // A second Ctrl-C exits at once; entries are atomic, so nothing partial is left behind.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+
+    let mut reporter = ui::reporter(args.quiet);
+    let summary = schedule::run(&plan, &cache, &options, cancel, reporter.as_mut())?;
+    drop(reporter);
+    if args.dry_run {
+        return Ok(Exit::Ok);
+    }
+
+    let done = |node: usize| matches!(summary.states[node], NodeState::Cached | NodeState::Ran);
+    cache.record_keys(
+        &plan.pipeline,
+        plan.stages
+            .iter()
+            .filter(|s| done(s.node))
+            .map(|s| (s.name.clone(), plan.nodes[s.node].key.clone())),
+    )?;
+    let mut published = 0;
+    for stage in plan.stages.iter().filter(|s| done(s.node)) {
+        if let Some(dir) = &stage.publish
+            && crate::results::publish(
+                &args.results,
+                dir,
+                &cache.out_dir(&plan.nodes[stage.node].key),
+            )?
+        {
+            published += 1;
+        }
+    }
+    let mut stdout = std::io::stdout();
+    ui::print_summary(&mut stdout, &summary, start.elapsed().as_secs_f64());
+    if published > 0 && !args.quiet {
+        println!(
+            "results: {published} stage(s) refreshed under {}",
+            args.results.display()
+        );
+    }
+    Ok(if summary.interrupted {
+        Exit::Interrupted
+    } else if summary.ok() {
+        Exit::Ok
+    } else {
+        Exit::StageFailed
+    })
+}

@@ -1,0 +1,202 @@
+//! The stage kinds. Each op is one file declaring its YAML name, version, parameters, inputs,
+//! outputs and resources, plus `run`. The engine knows ops only through the [`Op`] trait and
+//! the [`registry`] list: adding an op is one file and one line there.
+//!
+//! An op never sees the cache or the scheduler: it gets an [`OpContext`] with its resolved
+//! parameters, its input directories, a fresh output directory, a thread budget, a device, a
+//! progress sink and a cancel flag, and writes only into its output directory.
+
+mod params;
+mod shell;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+
+pub use params::{ParamSpec, ParamType, Params};
+
+/// How an input binds to a referenced stage that is a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// One stage: when the reference is a sweep, this stage is mapped (one member per upstream member).
+    One,
+    /// All members of the referenced stage(s), gathered into one list.
+    Gather,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct InputSpec {
+    pub name: &'static str,
+    pub kind: InputKind,
+    pub doc: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OutputSpec {
+    pub name: &'static str,
+    pub doc: &'static str,
+}
+
+/// Where an op prefers to run; the scheduler decides with what is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GpuUse {
+    Never,
+    Preferred,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => write!(f, "cpu"),
+            Device::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// One input binding as the op sees it: the producing stage's name, its sweep labels and
+/// the directory holding its outputs (read-only).
+#[derive(Debug, Clone)]
+pub struct InputItem {
+    pub stage: String,
+    pub labels: Vec<(String, serde_json::Value)>,
+    pub dir: PathBuf,
+}
+
+/// Receives progress lines ("epoch 12/50 loss 0.31") for the live display.
+pub trait ProgressSink: Send + Sync {
+    fn report(&self, message: String);
+}
+
+pub struct OpContext<'a> {
+    pub stage: &'a str,
+    pub params: &'a Params,
+    pub inputs: &'a [(String, Vec<InputItem>)],
+    pub out_dir: &'a Path,
+    /// The project root: relative paths in parameters are resolved against it.
+    pub root: &'a Path,
+    /// The log file of this stage (shown on failure, kept in the entry).
+    pub log_path: &'a Path,
+    pub threads: usize,
+    pub device: Device,
+    pub progress: &'a dyn ProgressSink,
+    pub cancel: &'a AtomicBool,
+    /// Called with a child process id while it runs, so that Ctrl-C can stop it.
+    pub child_registry: &'a dyn ChildRegistry,
+}
+
+pub trait ChildRegistry: Send + Sync {
+    fn register(&self, pid: u32);
+    fn unregister(&self, pid: u32);
+}
+
+impl OpContext<'_> {
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+
+    /// The items bound to an input name (empty if the stage has no such input).
+    pub fn input(&self, name: &str) -> &[InputItem] {
+        self.inputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, items)| items.as_slice())
+            .unwrap_or(&[])
+    }
+
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        self.root.join(path)
+    }
+}
+
+pub trait Op: Send + Sync {
+    /// The name used in YAML (`op: shell`).
+    fn name(&self) -> &'static str;
+    /// One line for `pipeline ops`.
+    fn doc(&self) -> &'static str;
+    /// Part of every stage key: bump it when the op's outputs change meaning.
+    fn version(&self) -> u32;
+    fn params(&self) -> &'static [ParamSpec];
+    /// Whether parameters beyond [`Op::params`] are accepted (the shell op exports them).
+    fn open_params(&self) -> bool {
+        false
+    }
+    /// Declared inputs. An op with [`Op::open_inputs`] accepts any input name.
+    fn inputs(&self) -> &'static [InputSpec] {
+        &[]
+    }
+    /// Any input name is accepted: a string reference binds One, a list Gather.
+    fn open_inputs(&self) -> bool {
+        false
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        &[]
+    }
+    /// Threads the op can use well (the scheduler may give fewer).
+    fn threads(&self) -> usize {
+        1
+    }
+    fn gpu(&self) -> GpuUse {
+        GpuUse::Never
+    }
+    /// Whether the outputs land in `results/` unless the stage says otherwise.
+    fn publishes(&self) -> bool {
+        false
+    }
+    /// Files (relative to the project root) whose content is part of the stage key.
+    fn file_deps(&self, _params: &Params) -> Result<Vec<PathBuf>> {
+        Ok(Vec::new())
+    }
+    fn run(&self, ctx: &OpContext) -> Result<()>;
+}
+
+/// Every op, in the order `pipeline ops` lists them.
+pub fn registry() -> &'static [&'static dyn Op] {
+    static OPS: &[&dyn Op] = &[&shell::Shell];
+    OPS
+}
+
+pub fn find(name: &str) -> Option<&'static dyn Op> {
+    registry().iter().copied().find(|op| op.name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn ops_are_unique_and_documented() {
+        let mut names = HashSet::new();
+        for op in registry() {
+            assert!(names.insert(op.name()), "duplicate op {}", op.name());
+            assert!(!op.doc().is_empty(), "op {} has no doc", op.name());
+            for p in op.params() {
+                assert!(
+                    !p.doc.is_empty(),
+                    "param {}.{} has no doc",
+                    op.name(),
+                    p.name
+                );
+                if let Some(default) = p.default {
+                    let value: yaml_serde::Value =
+                        yaml_serde::from_str(default).expect("default parses");
+                    let json = crate::spec::yaml_to_json(&value).expect("default converts");
+                    p.ty.check(&json).unwrap_or_else(|e| {
+                        panic!(
+                            "default of {}.{} does not type-check: {e}",
+                            op.name(),
+                            p.name
+                        )
+                    });
+                }
+            }
+        }
+    }
+}

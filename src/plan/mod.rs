@@ -1,0 +1,753 @@
+//! From a parsed pipeline to an executable plan: op lookup, parameter checks, sweep expansion,
+//! mapping over upstream sweeps, stage keys (blake3) and deduplication of identical stages.
+//!
+//! Every stage member gets a [`PlannedStage`] (its name, labels and where it publishes); members
+//! with the same key share one [`Node`], which is what executes and what the cache stores.
+//! Nodes are created in dependency order, so `nodes` is a topological order.
+
+mod hash;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+use serde_json::{Map, Value, json};
+
+use crate::ops::{self, GpuUse, InputKind, Op, Params};
+use crate::spec::{
+    Assignment, Diagnostics, InputRef, Pipeline, Publish, SpecError, StageSpec, format_value,
+};
+use crate::suggest::did_you_mean;
+
+pub use hash::{FileHasher, KEY_VERSION, key_of};
+
+/// One input binding: the upstream member and the node that produces it.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    pub stage: String,
+    pub labels: Assignment,
+    pub node: usize,
+}
+
+/// A unit of execution, unique by key.
+pub struct Node {
+    pub key: String,
+    pub op: &'static dyn Op,
+    pub params: Params,
+    pub inputs: Vec<(String, Vec<Binding>)>,
+    /// Upstream nodes, without duplicates.
+    pub deps: Vec<usize>,
+    pub threads: usize,
+    pub gpu: usize,
+    /// Every stage member that resolved to this node (deduplicated stages share it).
+    pub stages: Vec<usize>,
+    /// What the key was computed from; stored in the entry to explain later changes.
+    pub fingerprint: Value,
+}
+
+pub struct PlannedStage {
+    pub name: String,
+    pub base: String,
+    pub labels: Assignment,
+    pub node: usize,
+    /// The folder under `results/` that receives this stage's outputs, if any.
+    pub publish: Option<String>,
+}
+
+pub struct Plan {
+    pub pipeline: PathBuf,
+    pub root: PathBuf,
+    pub nodes: Vec<Node>,
+    pub stages: Vec<PlannedStage>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.stages.iter().map(|s| s.name.as_str()).collect();
+        f.debug_struct("Plan")
+            .field("pipeline", &self.pipeline)
+            .field("stages", &names)
+            .finish()
+    }
+}
+
+impl Plan {
+    pub fn node_name(&self, node: usize) -> &str {
+        &self.stages[self.nodes[node].stages[0]].name
+    }
+
+    /// Stage members whose name or base stage name is `pattern`.
+    pub fn select(&self, pattern: &str) -> Vec<usize> {
+        self.stages
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.name == pattern || s.base == pattern)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Resolves stage names given on the command line to nodes, with a suggestion on a miss.
+    pub fn select_nodes(&self, patterns: &[String]) -> anyhow::Result<Vec<usize>> {
+        let mut nodes = Vec::new();
+        for p in patterns {
+            let found = self.select(p);
+            if found.is_empty() {
+                let mut names: Vec<&str> = self.stages.iter().map(|s| s.base.as_str()).collect();
+                names.dedup();
+                anyhow::bail!(
+                    "no stage `{p}` in {}{}",
+                    self.pipeline.display(),
+                    did_you_mean(
+                        p,
+                        names
+                            .iter()
+                            .copied()
+                            .chain(self.stages.iter().map(|s| s.name.as_str()))
+                    )
+                );
+            }
+            nodes.extend(found.into_iter().map(|s| self.stages[s].node));
+        }
+        nodes.sort_unstable();
+        nodes.dedup();
+        Ok(nodes)
+    }
+
+    /// The DAG of nodes (edge: producer → consumer).
+    pub fn graph(&self) -> DiGraph<usize, ()> {
+        let mut g = DiGraph::with_capacity(self.nodes.len(), self.nodes.len());
+        for i in 0..self.nodes.len() {
+            g.add_node(i);
+        }
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &d in &n.deps {
+                g.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
+            }
+        }
+        g
+    }
+}
+
+/// The member name: `base` or `base[k=v,k2=v2]`.
+pub fn member_name(base: &str, labels: &Assignment) -> String {
+    if labels.is_empty() {
+        return base.to_string();
+    }
+    let inner: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", format_value(v)))
+        .collect();
+    format!("{base}[{}]", inner.join(","))
+}
+
+/// Splits `lr[lr=0.01]` into (`lr`, Some(`lr[lr=0.01]`)).
+fn split_ref(reference: &str) -> (&str, bool) {
+    match reference.find('[') {
+        Some(i) => (&reference[..i], true),
+        None => (reference, false),
+    }
+}
+
+pub fn build(pipeline: &Pipeline, root: &Path, hasher: &mut FileHasher) -> Result<Plan, SpecError> {
+    let mut diags = Diagnostics::new(&pipeline.path, &pipeline.source);
+    let order = match stage_order(pipeline, &mut diags) {
+        Some(order) => order,
+        None => return Err(diags.into_error()),
+    };
+    let mut planner = Planner {
+        root,
+        hasher,
+        nodes: Vec::new(),
+        stages: Vec::new(),
+        by_key: HashMap::new(),
+        members: HashMap::new(),
+        by_name: HashMap::new(),
+    };
+    for index in order {
+        planner.plan_stage(&pipeline.stages[index], &mut diags);
+    }
+    diags.finish()?;
+    Ok(Plan {
+        pipeline: pipeline.path.clone(),
+        root: root.to_path_buf(),
+        nodes: planner.nodes,
+        stages: planner.stages,
+    })
+}
+
+/// Stage indices in dependency order; reports unknown references and cycles.
+fn stage_order(pipeline: &Pipeline, diags: &mut Diagnostics) -> Option<Vec<usize>> {
+    let index: HashMap<&str, usize> = pipeline
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut graph: DiGraph<usize, ()> = DiGraph::new();
+    for i in 0..pipeline.stages.len() {
+        graph.add_node(i);
+    }
+    let errors_before = diags.len();
+    for (i, stage) in pipeline.stages.iter().enumerate() {
+        for (input, reference) in &stage.inputs {
+            for r in reference.names() {
+                let (base, _) = split_ref(r);
+                match index.get(base) {
+                    Some(&j) => {
+                        graph.add_edge(NodeIndex::new(j), NodeIndex::new(i), ());
+                    }
+                    None => diags.push_path(
+                        vec![
+                            "stages".into(),
+                            stage.name.clone(),
+                            "inputs".into(),
+                            input.clone(),
+                        ],
+                        format!(
+                            "stage `{}`: input `{input}` refers to a missing stage `{base}`{}",
+                            stage.name,
+                            did_you_mean(base, index.keys().copied())
+                        ),
+                        None,
+                    ),
+                }
+            }
+        }
+    }
+    if diags.len() > errors_before {
+        return None;
+    }
+    if let Some(order) = declaration_topo_order(&graph) {
+        return Some(order.into_iter().map(|n| graph[n]).collect());
+    }
+    for scc in tarjan_scc(&graph) {
+        let cyclic = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+        if cyclic {
+            // tarjan_scc lists a cycle's nodes in reverse dependency order.
+            let mut names: Vec<&str> = scc
+                .iter()
+                .rev()
+                .map(|n| pipeline.stages[graph[*n]].name.as_str())
+                .collect();
+            names.push(names[0]);
+            diags.push_path(
+                vec!["stages".into(), names[0].to_string()],
+                format!("the stages form a cycle: {}", names.join(" → ")),
+                Some("a stage cannot depend, directly or not, on itself".into()),
+            );
+        }
+    }
+    None
+}
+
+/// Kahn's algorithm taking the earliest-declared ready stage first, so stages keep the order of
+/// the file wherever dependencies allow (stable names, listings and scheduling). `None` on a cycle.
+fn declaration_topo_order(graph: &DiGraph<usize, ()>) -> Option<Vec<NodeIndex>> {
+    use std::collections::BTreeSet;
+    let mut indegree: Vec<usize> = graph
+        .node_indices()
+        .map(|n| {
+            graph
+                .neighbors_directed(n, petgraph::Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: BTreeSet<usize> = (0..indegree.len()).filter(|&i| indegree[i] == 0).collect();
+    let mut order = Vec::with_capacity(indegree.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(NodeIndex::new(i));
+        for next in graph.neighbors_directed(NodeIndex::new(i), petgraph::Direction::Outgoing) {
+            indegree[next.index()] -= 1;
+            if indegree[next.index()] == 0 {
+                ready.insert(next.index());
+            }
+        }
+    }
+    (order.len() == indegree.len()).then_some(order)
+}
+
+struct Planner<'a> {
+    root: &'a Path,
+    hasher: &'a mut FileHasher,
+    nodes: Vec<Node>,
+    stages: Vec<PlannedStage>,
+    by_key: HashMap<String, usize>,
+    /// Base stage name → its members (indices into `stages`).
+    members: HashMap<String, Vec<usize>>,
+    by_name: HashMap<String, usize>,
+}
+
+/// How one input of a stage resolves before member expansion.
+enum Resolved {
+    /// Fixed bindings (gathered, or a single upstream member).
+    Fixed(Vec<usize>),
+    /// Mapped over the members of an upstream stage: one member per upstream member.
+    Mapped(String),
+}
+
+impl Planner<'_> {
+    fn plan_stage(&mut self, spec: &StageSpec, diags: &mut Diagnostics) {
+        let at = |rest: &[&str]| -> Vec<String> {
+            let mut p = vec!["stages".to_string(), spec.name.clone()];
+            p.extend(rest.iter().map(|s| s.to_string()));
+            p
+        };
+        let Some(op) = ops::find(&spec.op) else {
+            diags.push_path(
+                at(&["op"]),
+                format!(
+                    "stage `{}`: unknown op `{}`{}",
+                    spec.name,
+                    spec.op,
+                    did_you_mean(&spec.op, ops::registry().iter().map(|o| o.name()))
+                ),
+                Some("run `pipeline ops` to list the ops and their parameters".into()),
+            );
+            return;
+        };
+        let errors_before = diags.len();
+        let known: Vec<&str> = op.params().iter().map(|p| p.name).collect();
+        let sweep_keys = spec.sweep.as_ref().map(|s| s.keys()).unwrap_or_default();
+        if !op.open_params() {
+            for key in spec
+                .params
+                .keys()
+                .map(|k| (k, "params"))
+                .chain(sweep_keys.iter().map(|k| (k, "sweep")))
+            {
+                if !known.contains(&key.0.as_str()) {
+                    diags.push_path(
+                        at(&[key.1, key.0]),
+                        format!(
+                            "stage `{}`: op `{}` has no parameter `{}`{}",
+                            spec.name,
+                            op.name(),
+                            key.0,
+                            did_you_mean(key.0, known.iter().copied())
+                        ),
+                        Some(format!(
+                            "parameters of `{}`: {}",
+                            op.name(),
+                            known.join(", ")
+                        )),
+                    );
+                }
+            }
+        }
+        for p in op.params() {
+            if p.default.is_none()
+                && !spec.params.contains_key(p.name)
+                && !sweep_keys.iter().any(|k| k == p.name)
+            {
+                diags.push_path(
+                    at(&[]),
+                    format!(
+                        "stage `{}`: op `{}` needs parameter `{}` ({})",
+                        spec.name,
+                        op.name(),
+                        p.name,
+                        p.doc
+                    ),
+                    None,
+                );
+            }
+        }
+
+        // Inputs: declared names and kinds (open ops take the shape of the reference).
+        let mut resolved: Vec<(String, Resolved)> = Vec::new();
+        if !op.open_inputs() {
+            for declared in op.inputs() {
+                if !spec.inputs.iter().any(|(n, _)| n == declared.name) {
+                    diags.push_path(
+                        at(&[]),
+                        format!(
+                            "stage `{}`: op `{}` needs input `{}` ({})",
+                            spec.name,
+                            op.name(),
+                            declared.name,
+                            declared.doc
+                        ),
+                        None,
+                    );
+                }
+            }
+        }
+        for (input, reference) in &spec.inputs {
+            let kind = if op.open_inputs() {
+                match reference {
+                    InputRef::One(_) => InputKind::One,
+                    InputRef::Many(_) => InputKind::Gather,
+                }
+            } else {
+                match op.inputs().iter().find(|i| i.name == input) {
+                    Some(i) => i.kind,
+                    None => {
+                        let names: Vec<&str> = op.inputs().iter().map(|i| i.name).collect();
+                        diags.push_path(
+                            at(&["inputs", input]),
+                            format!(
+                                "stage `{}`: op `{}` has no input `{input}`{}",
+                                spec.name,
+                                op.name(),
+                                did_you_mean(input, names.iter().copied())
+                            ),
+                            Some(format!(
+                                "inputs of `{}`: {}",
+                                op.name(),
+                                if names.is_empty() {
+                                    "none".into()
+                                } else {
+                                    names.join(", ")
+                                }
+                            )),
+                        );
+                        continue;
+                    }
+                }
+            };
+            match self.resolve_input(spec, input, reference, kind) {
+                Ok(r) => resolved.push((input.clone(), r)),
+                Err(e) => diags.push_path(at(&["inputs", input]), e, None),
+            }
+        }
+        if diags.len() > errors_before {
+            return;
+        }
+
+        // Members: the product of mapped upstream stages and the stage's own sweep.
+        let mut combos: Vec<(Assignment, Vec<(String, Vec<usize>)>)> =
+            vec![(Vec::new(), Vec::new())];
+        for (input, r) in &resolved {
+            combos = match r {
+                Resolved::Fixed(members) => combos
+                    .into_iter()
+                    .map(|(labels, mut bound)| {
+                        bound.push((input.clone(), members.clone()));
+                        (labels, bound)
+                    })
+                    .collect(),
+                Resolved::Mapped(upstream) => {
+                    let ups = self.members[upstream].clone();
+                    combos
+                        .into_iter()
+                        .flat_map(|(labels, bound)| {
+                            // A second input mapped over the same upstream stage pairs with the first.
+                            let already = bound.iter().find_map(|(_, m)| {
+                                m.first()
+                                    .filter(|&&s| m.len() == 1 && self.stages[s].base == *upstream)
+                                    .copied()
+                            });
+                            ups.iter()
+                                .filter(move |&&u| already.is_none_or(|a| a == u))
+                                .map(|&u| {
+                                    let mut labels = labels.clone();
+                                    if already.is_none() {
+                                        labels.extend(self.stages[u].labels.iter().cloned());
+                                    }
+                                    let mut bound = bound.clone();
+                                    bound.push((input.clone(), vec![u]));
+                                    (labels, bound)
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                }
+            };
+        }
+        let sweep_members = spec
+            .sweep
+            .as_ref()
+            .map(|s| s.expand())
+            .unwrap_or_else(|| vec![Vec::new()]);
+        let many = combos.len() * sweep_members.len() > 1;
+        for (up_labels, bound) in &combos {
+            for assignment in &sweep_members {
+                let mut labels = up_labels.clone();
+                labels.extend(assignment.iter().cloned());
+                if let Err(e) = self.plan_member(spec, op, labels, assignment, bound, many) {
+                    diags.push_path(at(&[]), format!("stage `{}`: {e}", spec.name), None);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn resolve_input(
+        &self,
+        spec: &StageSpec,
+        input: &str,
+        reference: &InputRef,
+        kind: InputKind,
+    ) -> Result<Resolved, String> {
+        let mut fixed = Vec::new();
+        for r in reference.names() {
+            let (base, is_member) = split_ref(r);
+            if is_member {
+                let &member = self.by_name.get(r).ok_or_else(|| {
+                    let names = self.members[base]
+                        .iter()
+                        .map(|&m| self.stages[m].name.as_str());
+                    format!(
+                        "input `{input}`: `{base}` has no member `{r}`{}",
+                        did_you_mean(r, names)
+                    )
+                })?;
+                fixed.push(member);
+                continue;
+            }
+            let members = &self.members[base];
+            match kind {
+                InputKind::Gather => fixed.extend(members.iter().copied()),
+                InputKind::One if members.len() == 1 => fixed.push(members[0]),
+                InputKind::One => {
+                    if matches!(reference, InputRef::Many(_)) {
+                        return Err(format!(
+                            "input `{input}` takes one stage, but `{base}` is a sweep of {} members inside a list",
+                            members.len()
+                        ));
+                    }
+                    return Ok(Resolved::Mapped(base.to_string()));
+                }
+            }
+        }
+        if kind == InputKind::One && fixed.len() != 1 {
+            return Err(format!(
+                "input `{input}` of op `{}` takes one stage, got {}",
+                spec.op,
+                fixed.len()
+            ));
+        }
+        Ok(Resolved::Fixed(fixed))
+    }
+
+    fn plan_member(
+        &mut self,
+        spec: &StageSpec,
+        op: &'static dyn Op,
+        labels: Assignment,
+        assignment: &Assignment,
+        bound: &[(String, Vec<usize>)],
+        many: bool,
+    ) -> Result<(), String> {
+        let name = member_name(&spec.name, &labels);
+        let params = resolve_params(op, &spec.params, assignment)
+            .map_err(|e| format!("member `{name}`: {e}"))?;
+        let mut files = BTreeMap::new();
+        for path in op.file_deps(&params).map_err(|e| format!("{e:#}"))? {
+            let full = self.root.join(&path);
+            let hash = self.hasher.hash(&full).map_err(|e| format!("{e:#}"))?;
+            files.insert(path.to_string_lossy().into_owned(), Value::String(hash));
+        }
+        let mut inputs = Vec::new();
+        let mut input_keys = Map::new();
+        let mut deps = Vec::new();
+        for (input, members) in bound {
+            let gathered = matches!(
+                spec.inputs.iter().find(|(n, _)| n == input),
+                Some((_, InputRef::Many(_)))
+            ) || op
+                .inputs()
+                .iter()
+                .any(|i| i.name == input && i.kind == InputKind::Gather);
+            let bindings: Vec<Binding> = members
+                .iter()
+                .map(|&m| {
+                    let s = &self.stages[m];
+                    Binding {
+                        stage: s.name.clone(),
+                        labels: s.labels.clone(),
+                        node: s.node,
+                    }
+                })
+                .collect();
+            // Gathered inputs show member names (plot legends), so names are part of the key.
+            let keys: Vec<Value> = bindings
+                .iter()
+                .map(|b| {
+                    let key = Value::String(self.nodes[b.node].key.clone());
+                    if gathered { json!([b.stage, key]) } else { key }
+                })
+                .collect();
+            input_keys.insert(input.clone(), Value::Array(keys));
+            deps.extend(bindings.iter().map(|b| b.node));
+            inputs.push((input.clone(), bindings));
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        let fingerprint = json!({
+            "engine": KEY_VERSION,
+            "op": op.name(),
+            "version": op.version(),
+            "params": Value::Object(params.0.clone()),
+            "inputs": input_keys,
+            "files": files,
+        });
+        let key = key_of(&fingerprint);
+        let stage_index = self.stages.len();
+        let node = match self.by_key.get(&key) {
+            Some(&n) => {
+                self.nodes[n].stages.push(stage_index);
+                n
+            }
+            None => {
+                let threads = spec.threads.unwrap_or_else(|| op.threads());
+                let gpu = spec
+                    .gpu
+                    .unwrap_or(if op.gpu() == GpuUse::Preferred { 1 } else { 0 });
+                self.nodes.push(Node {
+                    key: key.clone(),
+                    op,
+                    params,
+                    inputs,
+                    deps,
+                    threads,
+                    gpu,
+                    stages: vec![stage_index],
+                    fingerprint,
+                });
+                self.by_key.insert(key, self.nodes.len() - 1);
+                self.nodes.len() - 1
+            }
+        };
+        let publish = match &spec.publish {
+            Publish::No => None,
+            Publish::Default if !op.publishes() => None,
+            Publish::Default | Publish::StageDir => Some(name.clone()),
+            Publish::Dir(dir) if many => Some(format!("{dir}/{name}")),
+            Publish::Dir(dir) => Some(dir.clone()),
+        };
+        self.members
+            .entry(spec.name.clone())
+            .or_default()
+            .push(stage_index);
+        self.by_name.insert(name.clone(), stage_index);
+        self.stages.push(PlannedStage {
+            name,
+            base: spec.name.clone(),
+            labels,
+            node,
+            publish,
+        });
+        Ok(())
+    }
+}
+
+/// Stage params overridden by the sweep member, type-checked, with defaults filled in.
+fn resolve_params(
+    op: &dyn Op,
+    base: &Map<String, Value>,
+    assignment: &Assignment,
+) -> Result<Params, String> {
+    let mut values = base.clone();
+    for (k, v) in assignment {
+        values.insert(k.clone(), v.clone());
+    }
+    let mut out = Map::new();
+    for p in op.params() {
+        let value = match values.remove(p.name) {
+            Some(v) => v,
+            None => match p.default {
+                Some(literal) => crate::spec::parse_scalar(literal)
+                    .map_err(|e| format!("default of `{}`: {e}", p.name))?,
+                None => return Err(format!("parameter `{}` is required", p.name)),
+            },
+        };
+        if !(value.is_null() && p.default == Some("null")) {
+            p.ty.check(&value)
+                .map_err(|e| format!("parameter `{}`: {e}", p.name))?;
+        }
+        out.insert(p.name.to_string(), value);
+    }
+    // Only open ops get here with leftovers (others were rejected by name above).
+    out.extend(values);
+    Ok(Params(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(src: &str) -> Result<Plan, SpecError> {
+        let pipeline = crate::spec::parse(Path::new("p.yaml"), src, &[])?;
+        build(&pipeline, Path::new("."), &mut FileHasher::default())
+    }
+
+    fn names(p: &Plan) -> Vec<&str> {
+        p.stages.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn sweep_members_and_mapping() {
+        let p = plan(
+            "stages:\n  a: {op: shell, params: {cmd: 'true'}, sweep: {lr: [1, 0.01]}}\n  \
+             b: {op: shell, params: {cmd: 'true'}, inputs: {x: a}}\n  \
+             c: {op: shell, params: {cmd: 'true'}, inputs: {xs: [a]}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            names(&p),
+            ["a[lr=1]", "a[lr=0.01]", "b[lr=1]", "b[lr=0.01]", "c"]
+        );
+        let c = &p.nodes[p.stages[4].node];
+        assert_eq!(c.inputs[0].1.len(), 2);
+        assert_eq!(c.deps.len(), 2);
+    }
+
+    #[test]
+    fn identical_stages_share_a_node_and_key_ignores_spelling() {
+        let p = plan(
+            "stages:\n  a: {op: shell, params: {cmd: 'true', n: 1}}\n  \
+             b: {op: shell, params: {n: 1.0, cmd: 'true'}}\n  c: {op: shell, params: {cmd: 'true', n: 2}}\n",
+        )
+        .unwrap();
+        assert_eq!(p.nodes.len(), 2);
+        assert_eq!(p.stages[0].node, p.stages[1].node);
+    }
+
+    #[test]
+    fn member_reference() {
+        let p = plan(
+            "stages:\n  a: {op: shell, params: {cmd: 'true'}, sweep: {n: [1, 2]}}\n  \
+             b: {op: shell, params: {cmd: 'true'}, inputs: {x: 'a[n=2]'}}\n",
+        )
+        .unwrap();
+        assert_eq!(names(&p), ["a[n=1]", "a[n=2]", "b"]);
+        let err = plan(
+            "stages:\n  a: {op: shell, params: {cmd: 'true'}, sweep: {n: [1, 2]}}\n  \
+             b: {op: shell, params: {cmd: 'true'}, inputs: {x: 'a[n=3]'}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("has no member `a[n=3]`"), "{err}");
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let err = plan(
+            "stages:\n  a: {op: shell, params: {cmd: x}, inputs: {i: c}}\n  \
+             b: {op: shell, params: {cmd: x}, inputs: {i: a}}\n  c: {op: shell, params: {cmd: x}, inputs: {i: b}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cycle"), "{err}");
+        assert!(
+            err.contains("a → b → c → a")
+                || err.contains("b → c → a → b")
+                || err.contains("c → a → b → c"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_op_and_param_suggest() {
+        let err = plan("stages:\n  a:\n    op: shel\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown op `shel`; did you mean `shell`?"),
+            "{err}"
+        );
+        assert!(err.contains("p.yaml:3:5"), "{err}");
+    }
+}

@@ -1,0 +1,639 @@
+//! Runs a plan: cache check → run → commit for every node, ready nodes in parallel within a
+//! thread budget (`--jobs`) and a GPU budget (`--gpus`). A failed node stops only its
+//! dependents; Ctrl-C stops running stages and returns promptly. Everything that happens is
+//! an [`Event`] handed to a [`Reporter`]; the scheduler never prints.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::cache::{Cache, Meta, list_files};
+use crate::ops::{ChildRegistry, Device, InputItem, OpContext, ProgressSink};
+use crate::plan::Plan;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub jobs: usize,
+    pub gpus: usize,
+    /// Nodes to recompute even when cached.
+    pub force: HashSet<usize>,
+    /// Run only these nodes and what they need (all when `None`).
+    pub only: Option<Vec<usize>>,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    Planned {
+        total: usize,
+        cached: usize,
+        to_run: usize,
+    },
+    WouldRun {
+        node: usize,
+        name: String,
+    },
+    Started {
+        node: usize,
+        name: String,
+        threads: usize,
+        device: Device,
+    },
+    Progress {
+        node: usize,
+        message: String,
+    },
+    Finished {
+        node: usize,
+        name: String,
+        seconds: f64,
+        by_other_run: bool,
+    },
+    Failed {
+        node: usize,
+        name: String,
+        error: String,
+        log_tail: String,
+        log_path: PathBuf,
+    },
+    Skipped {
+        node: usize,
+        name: String,
+        because: String,
+    },
+    Warning(String),
+    Interrupted,
+}
+
+pub trait Reporter {
+    fn event(&mut self, event: &Event);
+}
+
+/// What became of each node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    NotTargeted,
+    Pending,
+    Running,
+    Cached,
+    Ran,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub ran: usize,
+    pub cached: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub interrupted: bool,
+    pub states: Vec<NodeState>,
+    pub failures: Vec<(String, String, String)>,
+}
+
+impl Summary {
+    pub fn ok(&self) -> bool {
+        self.failed == 0 && self.skipped == 0 && !self.interrupted
+    }
+}
+
+enum Message {
+    Progress(usize, String),
+    Done(usize, Outcome),
+}
+
+enum Outcome {
+    Ran {
+        seconds: f64,
+    },
+    ByOtherRun,
+    Failed {
+        error: String,
+        log_tail: String,
+        log_path: PathBuf,
+    },
+    Cancelled,
+}
+
+/// Child processes of running stages, so that Ctrl-C can stop them (process groups).
+#[derive(Default)]
+struct Children(Mutex<HashSet<u32>>);
+
+impl ChildRegistry for Children {
+    fn register(&self, pid: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+    }
+    fn unregister(&self, pid: u32) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&pid);
+    }
+}
+
+impl Children {
+    fn terminate_all(&self) {
+        for &pid in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
+            unsafe {
+                libc::kill(-(pid as i32), libc::SIGTERM);
+            }
+        }
+    }
+}
+
+struct ChannelProgress {
+    node: usize,
+    tx: Mutex<Sender<Message>>,
+}
+
+impl ProgressSink for ChannelProgress {
+    fn report(&self, message: String) {
+        let _ = self
+            .tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(Message::Progress(self.node, message));
+    }
+}
+
+pub fn run(
+    plan: &Plan,
+    cache: &Cache,
+    opts: &Options,
+    cancel: Arc<AtomicBool>,
+    reporter: &mut dyn Reporter,
+) -> Result<Summary> {
+    let n = plan.nodes.len();
+    let mut state = vec![NodeState::NotTargeted; n];
+    match &opts.only {
+        None => state.fill(NodeState::Pending),
+        Some(targets) => {
+            let mut stack = targets.clone();
+            while let Some(node) = stack.pop() {
+                if state[node] == NodeState::NotTargeted {
+                    state[node] = NodeState::Pending;
+                    stack.extend(plan.nodes[node].deps.iter().copied());
+                }
+            }
+        }
+    }
+    for (i, node) in plan.nodes.iter().enumerate() {
+        if state[i] == NodeState::Pending && !opts.force.contains(&i) && cache.has(&node.key) {
+            state[i] = NodeState::Cached;
+        }
+    }
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, node) in plan.nodes.iter().enumerate() {
+        for &d in &node.deps {
+            dependents[d].push(i);
+        }
+    }
+    let mut waiting: Vec<usize> = plan
+        .nodes
+        .iter()
+        .map(|node| {
+            node.deps
+                .iter()
+                .filter(|&&d| state[d] != NodeState::Cached)
+                .count()
+        })
+        .collect();
+    let cached = state.iter().filter(|&&s| s == NodeState::Cached).count();
+    let to_run = state.iter().filter(|&&s| s == NodeState::Pending).count();
+    reporter.event(&Event::Planned {
+        total: cached + to_run,
+        cached,
+        to_run,
+    });
+
+    let mut summary = Summary {
+        cached,
+        ..Summary::default()
+    };
+    if opts.dry_run {
+        for i in (0..n).filter(|&i| state[i] == NodeState::Pending) {
+            reporter.event(&Event::WouldRun {
+                node: i,
+                name: plan.node_name(i).to_string(),
+            });
+        }
+        summary.states = state;
+        return Ok(summary);
+    }
+
+    // Ready nodes in plan order (a topological order), so runs are reproducible.
+    let mut ready: Vec<usize> = (0..n)
+        .filter(|&i| state[i] == NodeState::Pending && waiting[i] == 0)
+        .collect();
+    let jobs = opts.jobs.max(1);
+    let mut free_threads = jobs;
+    let mut free_gpus: Vec<usize> = (0..opts.gpus).rev().collect();
+    let mut running: HashMap<usize, (usize, Option<usize>)> = HashMap::new();
+    let children = Arc::new(Children::default());
+    let (tx, rx) = mpsc::channel::<Message>();
+    let mut warned_gpu = false;
+
+    loop {
+        if cancel.load(Ordering::Relaxed) && !summary.interrupted {
+            summary.interrupted = true;
+            children.terminate_all();
+            reporter.event(&Event::Interrupted);
+        }
+        if !summary.interrupted {
+            let mut i = 0;
+            while i < ready.len() {
+                let node_index = ready[i];
+                let node = &plan.nodes[node_index];
+                let threads = node.threads.clamp(1, jobs);
+                if threads > free_threads {
+                    i += 1;
+                    continue;
+                }
+                let device = if node.gpu > 0 {
+                    match free_gpus.pop() {
+                        Some(g) => Device::Cuda(g),
+                        None if opts.gpus > 0 => {
+                            i += 1;
+                            continue; // wait for the GPU slot
+                        }
+                        None => {
+                            if !warned_gpu {
+                                reporter.event(&Event::Warning(format!(
+                                    "`{}` asks for a GPU but none is available: running on the CPU",
+                                    plan.node_name(node_index)
+                                )));
+                                warned_gpu = true;
+                            }
+                            Device::Cpu
+                        }
+                    }
+                } else {
+                    Device::Cpu
+                };
+                ready.remove(i);
+                free_threads -= threads;
+                let gpu = match device {
+                    Device::Cuda(g) => Some(g),
+                    Device::Cpu => None,
+                };
+                running.insert(node_index, (threads, gpu));
+                state[node_index] = NodeState::Running;
+                reporter.event(&Event::Started {
+                    node: node_index,
+                    name: plan.node_name(node_index).to_string(),
+                    threads,
+                    device,
+                });
+                spawn_worker(
+                    plan,
+                    cache,
+                    node_index,
+                    threads,
+                    device,
+                    opts.force.contains(&node_index),
+                    &tx,
+                    &cancel,
+                    &children,
+                )?;
+            }
+        }
+        if running.is_empty() {
+            break;
+        }
+        let message = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let (node_index, outcome) = match message {
+            Message::Progress(node, message) => {
+                reporter.event(&Event::Progress { node, message });
+                continue;
+            }
+            Message::Done(node, outcome) => (node, outcome),
+        };
+        if let Some((threads, gpu)) = running.remove(&node_index) {
+            free_threads += threads;
+            free_gpus.extend(gpu);
+        }
+        let name = plan.node_name(node_index).to_string();
+        match outcome {
+            Outcome::Ran { seconds } => {
+                state[node_index] = NodeState::Ran;
+                summary.ran += 1;
+                reporter.event(&Event::Finished {
+                    node: node_index,
+                    name,
+                    seconds,
+                    by_other_run: false,
+                });
+            }
+            Outcome::ByOtherRun => {
+                state[node_index] = NodeState::Cached;
+                summary.cached += 1;
+                reporter.event(&Event::Finished {
+                    node: node_index,
+                    name,
+                    seconds: 0.0,
+                    by_other_run: true,
+                });
+            }
+            Outcome::Cancelled => {
+                state[node_index] = NodeState::Pending;
+                continue;
+            }
+            Outcome::Failed {
+                error,
+                log_tail,
+                log_path,
+            } => {
+                state[node_index] = NodeState::Failed;
+                summary.failed += 1;
+                summary
+                    .failures
+                    .push((name.clone(), error.clone(), log_tail.clone()));
+                reporter.event(&Event::Failed {
+                    node: node_index,
+                    name: name.clone(),
+                    error,
+                    log_tail,
+                    log_path,
+                });
+                skip_dependents(
+                    plan,
+                    node_index,
+                    &name,
+                    &dependents,
+                    &mut state,
+                    &mut summary,
+                    reporter,
+                );
+                continue;
+            }
+        }
+        for &d in &dependents[node_index] {
+            if state[d] == NodeState::Pending {
+                waiting[d] -= 1;
+                if waiting[d] == 0 {
+                    let at = ready.partition_point(|&r| r < d);
+                    ready.insert(at, d);
+                }
+            }
+        }
+    }
+    summary.states = state;
+    Ok(summary)
+}
+
+fn skip_dependents(
+    plan: &Plan,
+    failed: usize,
+    failed_name: &str,
+    dependents: &[Vec<usize>],
+    state: &mut [NodeState],
+    summary: &mut Summary,
+    reporter: &mut dyn Reporter,
+) {
+    let mut stack = dependents[failed].clone();
+    while let Some(d) = stack.pop() {
+        if state[d] != NodeState::Pending {
+            continue;
+        }
+        state[d] = NodeState::Skipped;
+        summary.skipped += 1;
+        reporter.event(&Event::Skipped {
+            node: d,
+            name: plan.node_name(d).to_string(),
+            because: format!("`{failed_name}` failed"),
+        });
+        stack.extend(dependents[d].iter().copied());
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_worker(
+    plan: &Plan,
+    cache: &Cache,
+    node_index: usize,
+    threads: usize,
+    device: Device,
+    force: bool,
+    tx: &Sender<Message>,
+    cancel: &Arc<AtomicBool>,
+    children: &Arc<Children>,
+) -> Result<()> {
+    let node = &plan.nodes[node_index];
+    let inputs: Vec<(String, Vec<InputItem>)> = node
+        .inputs
+        .iter()
+        .map(|(name, bindings)| {
+            let items = bindings
+                .iter()
+                .map(|b| InputItem {
+                    stage: b.stage.clone(),
+                    labels: b.labels.clone(),
+                    dir: cache.out_dir(&plan.nodes[b.node].key),
+                })
+                .collect();
+            (name.clone(), items)
+        })
+        .collect();
+    let job = Job {
+        key: node.key.clone(),
+        name: plan.node_name(node_index).to_string(),
+        stage_names: node
+            .stages
+            .iter()
+            .map(|&s| plan.stages[s].name.clone())
+            .collect(),
+        op: node.op,
+        params: node.params.clone(),
+        fingerprint: node.fingerprint.clone(),
+        inputs,
+        root: plan.root.clone(),
+        cache: cache.clone(),
+        threads,
+        device,
+        force,
+    };
+    let tx = tx.clone();
+    let cancel = cancel.clone();
+    let children = children.clone();
+    std::thread::Builder::new()
+        .name(format!("stage-{node_index}"))
+        .spawn(move || {
+            let progress = ChannelProgress {
+                node: node_index,
+                tx: Mutex::new(tx.clone()),
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                job.execute(&progress, &cancel, children.as_ref())
+            }))
+            .unwrap_or_else(|panic| {
+                let text = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Outcome::Failed {
+                    error: format!("the op panicked: {text}"),
+                    log_tail: String::new(),
+                    log_path: PathBuf::new(),
+                }
+            });
+            let _ = tx.send(Message::Done(node_index, outcome));
+        })
+        .context("starting a worker thread")?;
+    Ok(())
+}
+
+/// Everything a worker thread needs, owned.
+struct Job {
+    key: String,
+    name: String,
+    stage_names: Vec<String>,
+    op: &'static dyn crate::ops::Op,
+    params: crate::ops::Params,
+    fingerprint: serde_json::Value,
+    inputs: Vec<(String, Vec<InputItem>)>,
+    root: PathBuf,
+    cache: Cache,
+    threads: usize,
+    device: Device,
+    force: bool,
+}
+
+impl Job {
+    fn execute(
+        &self,
+        progress: &dyn ProgressSink,
+        cancel: &AtomicBool,
+        children: &dyn ChildRegistry,
+    ) -> Outcome {
+        match self.try_execute(progress, cancel, children) {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed {
+                error: format!("{e:#}"),
+                log_tail: String::new(),
+                log_path: PathBuf::new(),
+            },
+        }
+    }
+
+    fn try_execute(
+        &self,
+        progress: &dyn ProgressSink,
+        cancel: &AtomicBool,
+        children: &dyn ChildRegistry,
+    ) -> Result<Outcome> {
+        let cache = &self.cache;
+        let lock = cache.lock(&self.key)?;
+        if !self.force && cache.has(&self.key) {
+            return Ok(Outcome::ByOtherRun);
+        }
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(Outcome::Cancelled);
+        }
+        let pending = cache.begin(&self.key, &lock)?;
+        let out_dir = pending.out_dir();
+        let log_path = pending.log_path();
+        let started_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let start = Instant::now();
+        let ctx = OpContext {
+            stage: &self.name,
+            params: &self.params,
+            inputs: &self.inputs,
+            out_dir: &out_dir,
+            root: &self.root,
+            log_path: &log_path,
+            threads: self.threads,
+            device: self.device,
+            progress,
+            cancel,
+            child_registry: children,
+        };
+        let result = self.op.run(&ctx);
+        let seconds = start.elapsed().as_secs_f64();
+        if cancel.load(Ordering::Relaxed) {
+            cache.discard(pending);
+            return Ok(Outcome::Cancelled);
+        }
+        if let Err(e) = result {
+            let error = format!("{e:#}");
+            append_log(&log_path, &format!("pipeline: stage failed: {error}"));
+            let log_tail = tail(&log_path, 20);
+            let log_path = cache.keep_failed(pending);
+            return Ok(Outcome::Failed {
+                error,
+                log_tail,
+                log_path,
+            });
+        }
+        let meta = Meta {
+            key: self.key.clone(),
+            op: self.op.name().to_string(),
+            op_version: self.op.version(),
+            engine_version: env!("CARGO_PKG_VERSION").to_string(),
+            stages: self.stage_names.clone(),
+            fingerprint: self.fingerprint.clone(),
+            started_at,
+            duration_s: seconds,
+            threads: self.threads,
+            device: self.device.to_string(),
+            outputs: list_files(&out_dir),
+        };
+        cache.commit(pending, &meta)?;
+        Ok(Outcome::Ran { seconds })
+    }
+}
+
+fn append_log(path: &Path, line: &str) {
+    use std::io::Write;
+    if let Ok(mut f) = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// The last `lines` lines of a log (reading at most its last 64 KiB).
+pub fn tail(path: &Path, lines: usize) -> String {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// NVIDIA GPUs visible to this process (device nodes `/dev/nvidia0`, `/dev/nvidia1`, …).
+pub fn detect_gpus() -> usize {
+    let Ok(read) = std::fs::read_dir("/dev") else {
+        return 0;
+    };
+    read.flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix("nvidia")
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .count()
+}

@@ -1,0 +1,497 @@
+//! YAML → typed pipeline. Anchors and merge keys are resolved, `--set` overrides applied and
+//! `${params.x}` interpolated; nothing here knows about ops, the DAG or the cache.
+//!
+//! Semantic errors carry a key path (`stages.lr.sweep`), resolved to a line and column of the
+//! source when rendered, and every error of a file is reported, not just the first.
+
+mod diagnostics;
+mod interpolate;
+mod sweep;
+mod value;
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+pub use diagnostics::{Diagnostic, Diagnostics, SpecError};
+pub use sweep::{Assignment, Sweep};
+pub use value::{format_value, parse_scalar, yaml_to_json};
+
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub path: PathBuf,
+    /// The file's text, kept to locate errors found later (unknown op, bad reference).
+    pub source: String,
+    pub params: Map<String, Value>,
+    pub stages: Vec<StageSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StageSpec {
+    pub name: String,
+    pub op: String,
+    pub params: Map<String, Value>,
+    pub inputs: Vec<(String, InputRef)>,
+    pub sweep: Option<Sweep>,
+    pub threads: Option<usize>,
+    pub gpu: Option<usize>,
+    pub publish: Publish,
+    pub doc: Option<String>,
+}
+
+/// A reference to upstream stages: `data: europe` (one) or `runs: [lr, batch]` (a list, gathered).
+#[derive(Debug, Clone)]
+pub enum InputRef {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl InputRef {
+    pub fn names(&self) -> &[String] {
+        match self {
+            InputRef::One(name) => std::slice::from_ref(name),
+            InputRef::Many(names) => names,
+        }
+    }
+}
+
+/// Where a stage's outputs are copied in `results/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Publish {
+    /// The op decides (plots, tables and reports publish; training does not).
+    Default,
+    No,
+    /// `results/<stage name>/`.
+    StageDir,
+    /// `results/<dir>/` (`.` for `results/` itself).
+    Dir(String),
+}
+
+const TOP_KEYS: &[&str] = &["params", "stages"];
+const STAGE_KEYS: &[&str] = &[
+    "op",
+    "params",
+    "inputs",
+    "sweep",
+    "resources",
+    "publish",
+    "doc",
+];
+
+/// Loads and checks a pipeline file, applying `--set key=value` overrides.
+pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, SpecError> {
+    let source = std::fs::read_to_string(path)
+        .map_err(|e| SpecError::plain(path, format!("cannot read pipeline file: {e}")))?;
+    parse(path, &source, overrides)
+}
+
+pub fn parse(
+    path: &Path,
+    source: &str,
+    overrides: &[(String, String)],
+) -> Result<Pipeline, SpecError> {
+    let mut diags = Diagnostics::new(path, source);
+    let mut yaml: yaml_serde::Value = match yaml_serde::from_str(source) {
+        Ok(v) => v,
+        Err(e) => {
+            let location = e.location().map(|l| (l.line(), l.column()));
+            diags.push_at(location, format!("invalid YAML: {e}"), None);
+            return Err(diags.into_error());
+        }
+    };
+    if let Err(e) = yaml.apply_merge() {
+        diags.push(&[], format!("invalid merge key (`<<`): {e}"), None);
+        return Err(diags.into_error());
+    }
+    let doc = match yaml_to_json(&yaml) {
+        Ok(Value::Object(map)) => map,
+        Ok(Value::Null) => {
+            diags.push(
+                &[],
+                "the pipeline file is empty".into(),
+                Some("start with `stages:`".into()),
+            );
+            return Err(diags.into_error());
+        }
+        Ok(_) => {
+            diags.push(
+                &[],
+                "a pipeline file must be a mapping with `params:` and `stages:`".into(),
+                None,
+            );
+            return Err(diags.into_error());
+        }
+        Err(e) => {
+            diags.push(&[], e, None);
+            return Err(diags.into_error());
+        }
+    };
+
+    for key in doc.keys() {
+        if !TOP_KEYS.contains(&key.as_str()) && !key.starts_with("x-") {
+            diags.push(
+                &[key],
+                format!("unknown top-level key `{key}`{}", crate::suggest::did_you_mean(key, TOP_KEYS.iter().copied())),
+                Some("top-level keys are `params` and `stages`; put anchors under a key starting with `x-`".into()),
+            );
+        }
+    }
+
+    let mut params = match doc.get("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            diags.push(
+                &["params"],
+                "`params` must be a mapping of names to values".into(),
+                None,
+            );
+            Map::new()
+        }
+    };
+    for (key, raw) in overrides {
+        if let Err(e) = apply_override(&mut params, key, raw) {
+            diags.push_plain(format!("--set {key}={raw}: {e}"));
+        }
+    }
+    let params = match interpolate::resolve_params(&params) {
+        Ok(p) => p,
+        Err((key, e)) => {
+            diags.push(&["params", &key], e, None);
+            params
+        }
+    };
+
+    let mut stages = Vec::new();
+    match doc.get("stages") {
+        Some(Value::Object(m)) if !m.is_empty() => {
+            for (name, body) in m {
+                if let Some(stage) = parse_stage(name, body, &params, &mut diags) {
+                    stages.push(stage);
+                }
+            }
+        }
+        Some(Value::Object(_)) | None | Some(Value::Null) => diags.push(
+            &[],
+            "the pipeline has no stages".into(),
+            Some("add a `stages:` mapping".into()),
+        ),
+        Some(_) => diags.push(
+            &["stages"],
+            "`stages` must be a mapping of stage names to stages".into(),
+            None,
+        ),
+    }
+
+    diags.finish()?;
+    Ok(Pipeline {
+        path: path.to_path_buf(),
+        source: source.to_string(),
+        params,
+        stages,
+    })
+}
+
+fn apply_override(params: &mut Map<String, Value>, key: &str, raw: &str) -> Result<(), String> {
+    let value = parse_scalar(raw)?;
+    let first = key.split('.').next().unwrap_or_default();
+    if !params.contains_key(first) {
+        let hint = crate::suggest::did_you_mean(first, params.keys().map(String::as_str));
+        let known: Vec<&str> = params.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        };
+        return Err(format!(
+            "no pipeline parameter `{first}`{hint} (parameters: {known})"
+        ));
+    }
+    let mut root = Value::Object(std::mem::take(params));
+    let pointer = format!("/{}", key.replace('.', "/"));
+    let result = match root.pointer_mut(&pointer) {
+        Some(slot) => {
+            *slot = value;
+            Ok(())
+        }
+        None => Err(format!("parameter `{key}` does not exist")),
+    };
+    if let Value::Object(m) = root {
+        *params = m;
+    }
+    result
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn parse_stage(
+    name: &str,
+    body: &Value,
+    params: &Map<String, Value>,
+    diags: &mut Diagnostics,
+) -> Option<StageSpec> {
+    let at = |key: &str| -> Vec<String> {
+        if key.is_empty() {
+            vec!["stages".into(), name.into()]
+        } else {
+            vec!["stages".into(), name.into(), key.into()]
+        }
+    };
+    if !valid_stage_name(name) {
+        diags.push_path(
+            at(""),
+            format!("invalid stage name `{name}`"),
+            Some(
+                "stage names start with a letter and use letters, digits, `_`, `-` and `.`".into(),
+            ),
+        );
+        return None;
+    }
+    let body = match body {
+        Value::Object(m) => m,
+        _ => {
+            diags.push_path(
+                at(""),
+                format!("stage `{name}` must be a mapping with at least `op:`"),
+                None,
+            );
+            return None;
+        }
+    };
+    let body = match interpolate::interpolate(&Value::Object(body.clone()), params) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return None,
+        Err(e) => {
+            diags.push_path(at(""), format!("stage `{name}`: {e}"), None);
+            return None;
+        }
+    };
+    let before = diags.len();
+    for key in body.keys() {
+        if !STAGE_KEYS.contains(&key.as_str()) {
+            diags.push_path(
+                at(key),
+                format!(
+                    "stage `{name}`: unknown key `{key}`{}",
+                    crate::suggest::did_you_mean(key, STAGE_KEYS.iter().copied())
+                ),
+                Some(format!("stage keys are {}", STAGE_KEYS.join(", "))),
+            );
+        }
+    }
+    let op = match body.get("op") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            diags.push_path(
+                at("op"),
+                format!("stage `{name}`: `op` must be a string"),
+                None,
+            );
+            String::new()
+        }
+        None => {
+            diags.push_path(
+                at(""),
+                format!("stage `{name}` has no `op`"),
+                Some("run `pipeline ops` to list the ops".into()),
+            );
+            String::new()
+        }
+    };
+    let stage_params = match body.get("params") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(m)) => m.clone(),
+        Some(_) => {
+            diags.push_path(
+                at("params"),
+                format!("stage `{name}`: `params` must be a mapping"),
+                None,
+            );
+            Map::new()
+        }
+    };
+    let mut inputs = Vec::new();
+    match body.get("inputs") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (input, reference) in m {
+                match reference {
+                    Value::String(s) => inputs.push((input.clone(), InputRef::One(s.clone()))),
+                    Value::Array(items) if items.iter().all(Value::is_string) => inputs.push((
+                        input.clone(),
+                        InputRef::Many(
+                            items
+                                .iter()
+                                .filter_map(|v| v.as_str().map(str::to_owned))
+                                .collect(),
+                        ),
+                    )),
+                    _ => diags.push_path(
+                        vec!["stages".into(), name.into(), "inputs".into(), input.clone()],
+                        format!(
+                            "stage `{name}`: input `{input}` must name a stage or a list of stages"
+                        ),
+                        None,
+                    ),
+                }
+            }
+        }
+        Some(_) => diags.push_path(
+            at("inputs"),
+            format!("stage `{name}`: `inputs` must map input names to stage names"),
+            Some("e.g. `inputs: {data: europe}`".into()),
+        ),
+    }
+    let sweep = match body.get("sweep") {
+        None | Some(Value::Null) => None,
+        Some(v) => match Sweep::parse(v) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                diags.push_path(at("sweep"), format!("stage `{name}`: {e}"), None);
+                None
+            }
+        },
+    };
+    let (mut threads, mut gpu) = (None, None);
+    match body.get("resources") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for (key, v) in m {
+                match (key.as_str(), v.as_u64()) {
+                    ("threads", Some(n)) if n >= 1 => threads = Some(n as usize),
+                    ("gpu", Some(n)) if n <= 1 => gpu = Some(n as usize),
+                    ("threads" | "gpu", _) => diags.push_path(
+                        vec![
+                            "stages".into(),
+                            name.into(),
+                            "resources".into(),
+                            key.clone(),
+                        ],
+                        format!(
+                            "stage `{name}`: `resources.{key}` must be {}",
+                            if key == "gpu" {
+                                "0 or 1"
+                            } else {
+                                "an integer ≥ 1"
+                            }
+                        ),
+                        None,
+                    ),
+                    _ => diags.push_path(
+                        vec![
+                            "stages".into(),
+                            name.into(),
+                            "resources".into(),
+                            key.clone(),
+                        ],
+                        format!(
+                            "stage `{name}`: unknown resource `{key}`{}",
+                            crate::suggest::did_you_mean(key, ["threads", "gpu"])
+                        ),
+                        Some("resources are `threads` and `gpu`".into()),
+                    ),
+                }
+            }
+        }
+        Some(_) => diags.push_path(
+            at("resources"),
+            format!("stage `{name}`: `resources` must be a mapping like {{threads: 2, gpu: 1}}"),
+            None,
+        ),
+    }
+    let publish = match body.get("publish") {
+        None | Some(Value::Null) => Publish::Default,
+        Some(Value::Bool(true)) => Publish::StageDir,
+        Some(Value::Bool(false)) => Publish::No,
+        Some(Value::String(dir)) if !dir.contains("..") && !dir.starts_with('/') => {
+            Publish::Dir(dir.clone())
+        }
+        Some(_) => {
+            diags.push_path(
+                at("publish"),
+                format!(
+                    "stage `{name}`: `publish` must be true, false or a folder inside results/"
+                ),
+                None,
+            );
+            Publish::Default
+        }
+    };
+    let doc = body.get("doc").and_then(Value::as_str).map(str::to_owned);
+    if diags.len() > before {
+        return None;
+    }
+    Some(StageSpec {
+        name: name.to_string(),
+        op,
+        params: stage_params,
+        inputs,
+        sweep,
+        threads,
+        gpu,
+        publish,
+        doc,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(src: &str) -> Result<Pipeline, SpecError> {
+        parse(Path::new("p.yaml"), src, &[])
+    }
+
+    #[test]
+    fn anchors_merge_keys_and_typed_interpolation() {
+        let p = parse_str(
+            "params: {seed: 42, dir: data, lrs: [1, 0.1]}\n\
+             x-common: &common {op: shell, params: {cmd: 'echo ${params.dir}/x', seed: '${params.seed}'}}\n\
+             stages:\n  a:\n    <<: *common\n    sweep: {lr: '${params.lrs}'}\n",
+        )
+        .unwrap();
+        let a = &p.stages[0];
+        assert_eq!(a.op, "shell");
+        assert_eq!(a.params["cmd"], "echo data/x");
+        assert_eq!(a.params["seed"], 42);
+        assert_eq!(a.sweep.as_ref().unwrap().expand().len(), 2);
+    }
+
+    #[test]
+    fn set_overrides_existing_params_only() {
+        let src = "params: {seed: 1}\nstages: {a: {op: shell, params: {cmd: 'x${params.seed}'}}}\n";
+        let p = parse(Path::new("p.yaml"), src, &[("seed".into(), "7".into())]).unwrap();
+        assert_eq!(p.stages[0].params["cmd"], "x7");
+        let err = parse(Path::new("p.yaml"), src, &[("sed".into(), "7".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no pipeline parameter `sed`; did you mean `seed`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_line_and_column() {
+        let err = parse_str("stages:\n  a: {op: shell\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("p.yaml:"), "{err}");
+        assert!(err.contains("invalid YAML"), "{err}");
+    }
+
+    #[test]
+    fn reports_every_error_with_location() {
+        let err =
+            parse_str("stages:\n  a:\n    op: shell\n    sweeep: {x: [1]}\n  b:\n    params: {}\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("p.yaml:4:5"), "{err}");
+        assert!(err.contains("did you mean `sweep`"), "{err}");
+        assert!(err.contains("stage `b` has no `op`"), "{err}");
+    }
+}
