@@ -278,6 +278,9 @@ struct Planner<'a> {
     by_name: HashMap<String, usize>,
 }
 
+/// Input name → the upstream members (indices into `stages`) bound to it.
+type BoundInputs = Vec<(String, Vec<usize>)>;
+
 /// How one input of a stage resolves before member expansion.
 enum Resolved {
     /// Fixed bindings (gathered, or a single upstream member).
@@ -416,8 +419,7 @@ impl Planner<'_> {
         }
 
         // Members: the product of mapped upstream stages and the stage's own sweep.
-        let mut combos: Vec<(Assignment, Vec<(String, Vec<usize>)>)> =
-            vec![(Vec::new(), Vec::new())];
+        let mut combos: Vec<(Assignment, BoundInputs)> = vec![(Vec::new(), Vec::new())];
         for (input, r) in &resolved {
             combos = match r {
                 Resolved::Fixed(members) => combos
