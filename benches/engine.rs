@@ -20,7 +20,11 @@ fn pipeline(dir: &Path, args: &[&str]) -> f64 {
         .stderr(Stdio::null())
         .status()
         .expect("running pipeline");
-    assert!(status.success(), "pipeline {args:?} failed in {}", dir.display());
+    assert!(
+        status.success(),
+        "pipeline {args:?} failed in {}",
+        dir.display()
+    );
     start.elapsed().as_secs_f64()
 }
 
@@ -42,7 +46,9 @@ fn bare_spawns(dir: &Path, n: usize) -> f64 {
     let start = Instant::now();
     let status = Command::new("sh")
         .arg("-c")
-        .arg(format!("i=0; while [ $i -lt {n} ]; do sh -c \"echo $i > out.txt\"; i=$((i+1)); done"))
+        .arg(format!(
+            "i=0; while [ $i -lt {n} ]; do sh -c \"echo $i > out.txt\"; i=$((i+1)); done"
+        ))
         .current_dir(dir)
         .status()
         .expect("sh");
@@ -51,13 +57,23 @@ fn bare_spawns(dir: &Path, n: usize) -> f64 {
 }
 
 fn main() {
-    let reps: usize = std::env::var("BENCH_REPS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let reps: usize = std::env::var("BENCH_REPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
 
     // 1. Plan + status of a 10,000-member sweep (nothing cached).
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("p.yaml"), sweep_yaml(10_000)).expect("write");
-    let status = median((0..reps).map(|_| pipeline(dir.path(), &["status", "p.yaml"])).collect());
-    println!("plan + status, 10,000-member sweep: median {:.3} s (target < 1 s)", status);
+    let status = median(
+        (0..reps)
+            .map(|_| pipeline(dir.path(), &["status", "p.yaml"]))
+            .collect(),
+    );
+    println!(
+        "plan + status, 10,000-member sweep: median {:.3} s (target < 1 s)",
+        status
+    );
 
     // 2. Cold run of 1,000 echo stages, serial, against bare spawns of the same command.
     let mut per_stage = Vec::new();
@@ -84,8 +100,14 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::write(dir.path().join("p.yaml"), sweep_yaml(10_000)).expect("write");
     let cold = pipeline(dir.path(), &["run", "p.yaml", "--quiet"]);
-    let noop = median((0..reps).map(|_| pipeline(dir.path(), &["run", "p.yaml", "--quiet"])).collect());
-    println!("no-op rerun, 10,000 shell stages: median {noop:.3} s (target < 1 s; cold run took {cold:.1} s)");
+    let noop = median(
+        (0..reps)
+            .map(|_| pipeline(dir.path(), &["run", "p.yaml", "--quiet"]))
+            .collect(),
+    );
+    println!(
+        "no-op rerun, 10,000 shell stages: median {noop:.3} s (target < 1 s; cold run took {cold:.1} s)"
+    );
     println!(
         "for scale (published figures): Snakemake no-op rerun of 1,000 stages 2.9 s, ~58 ms/stage cold; DVC 44 s and ~1.7 s"
     );

@@ -6,8 +6,20 @@
 //! parameters, its input directories, a fresh output directory, a thread budget, a device, a
 //! progress sink and a cancel flag, and writes only into its output directory.
 
+mod data_csv;
 mod params;
+mod plot_boundary;
+mod plot_curves;
+mod plot_grad_norms;
+mod plot_vs_param;
+mod report;
+mod runs;
+mod select;
 mod shell;
+mod sine;
+mod synthetic_map;
+mod table;
+mod train_mlp;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +42,8 @@ pub struct InputSpec {
     pub name: &'static str,
     pub kind: InputKind,
     pub doc: &'static str,
+    /// A stage without a required input is an error; an optional one may be left out.
+    pub required: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +172,20 @@ pub trait Op: Send + Sync {
 
 /// Every op, in the order `pipeline ops` lists them.
 pub fn registry() -> &'static [&'static dyn Op] {
-    static OPS: &[&dyn Op] = &[&shell::Shell];
+    static OPS: &[&dyn Op] = &[
+        &shell::Shell,
+        &data_csv::DataCsv,
+        &synthetic_map::SyntheticMap,
+        &sine::SineFeatures,
+        &train_mlp::TrainMlp,
+        &select::Select,
+        &table::Table,
+        &plot_curves::PlotCurves,
+        &plot_vs_param::PlotVsParam,
+        &plot_boundary::PlotBoundary,
+        &plot_grad_norms::PlotGradNorms,
+        &report::Report,
+    ];
     OPS
 }
 

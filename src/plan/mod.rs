@@ -360,7 +360,7 @@ impl Planner<'_> {
         // Inputs: declared names and kinds (open ops take the shape of the reference).
         let mut resolved: Vec<(String, Resolved)> = Vec::new();
         if !op.open_inputs() {
-            for declared in op.inputs() {
+            for declared in op.inputs().iter().filter(|i| i.required) {
                 if !spec.inputs.iter().any(|(n, _)| n == declared.name) {
                     diags.push_path(
                         at(&[]),

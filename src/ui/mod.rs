@@ -51,7 +51,11 @@ impl<W: Write> Reporter for PlainReporter<W> {
             } => {
                 self.total = *total;
                 self.done = *cached;
-                writeln!(out, "{total} stages: {cached} cached, {to_run} to run")
+                if self.quiet {
+                    Ok(())
+                } else {
+                    writeln!(out, "{total} stages: {cached} cached, {to_run} to run")
+                }
             }
             Event::WouldRun { name, .. } => writeln!(out, "would run {name}"),
             Event::Started { .. } => Ok(()),

@@ -3,6 +3,7 @@
 
 mod engine;
 mod errors;
+mod ml;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,149 @@
+//! Training speed against PyTorch (`cargo bench --bench train`). Prints medians and ratios.
+//!
+//! - per training step (forward, backward, Adam, loss read back) of the default MLP (2 → 6×16 →
+//!   33) at batch sizes 1, 16, 128, 256, 1024, one thread;
+//! - with `BENCH_SECTION6=1`: section 6 end to end (`pipeline run pipelines/report.yaml` on a
+//!   fresh cache, all cores).
+//!
+//! The PyTorch side is `benches/torch_reference.py`, run with the interpreter in `TORCH_PYTHON`
+//! (default `python3`); without torch only our numbers are printed.
+
+use std::process::Command;
+use std::time::Instant;
+
+use pipeline::datasets::{MapConfig, synthetic_map};
+use pipeline::ml::mlp::{Activation, MlpConfig};
+use pipeline::ml::train::{Hooks, Optimizer, Schedule, Splits, TrainConfig, train};
+
+struct Quiet;
+
+impl Hooks for Quiet {
+    fn progress(&self, _message: String) {}
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Median µs per step of our loop, from `repeats` one-epoch runs over `rows` rows.
+fn our_step_us(batch: usize, rows: usize, repeats: usize) -> f64 {
+    let (train_split, validation, test) = synthetic_map(&MapConfig {
+        seed: 1,
+        n_train: rows,
+        n_val: 64,
+        n_test: 64,
+        n_classes: 33,
+    });
+    let splits = Splits {
+        train: &train_split,
+        validation: &validation,
+        test: &test,
+    };
+    let cfg = TrainConfig {
+        model: MlpConfig {
+            inputs: 2,
+            classes: 33,
+            depth: 6,
+            width: 16,
+            activation: Activation::Relu,
+            batch_norm: false,
+            residual: false,
+        },
+        optimizer: Optimizer::Adam,
+        lr: 1e-3,
+        schedule: Schedule::Constant,
+        weight_decay: 0.0,
+        grad_clip: None,
+        batch_size: batch,
+        epochs: 1,
+        eval_batch_size: 1024,
+        seed: 0,
+        record_grad_norms: false,
+    };
+    let mut samples: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let out = pipeline::ml::with_threads(1, || train(&splits, &cfg, &Quiet))
+                .expect("pool")
+                .expect("train");
+            out.epochs[0].train_time_s / out.steps_per_epoch as f64 * 1e6
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn torch_python() -> String {
+    std::env::var("TORCH_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// `torch step batch=B: X us` lines from the reference script, if torch is there.
+fn torch_steps() -> Vec<(usize, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
+    let Ok(out) = Command::new(torch_python())
+        .arg(script)
+        .arg("steps")
+        .output()
+    else {
+        return Vec::new();
+    };
+    if !out.status.success() {
+        eprintln!(
+            "(PyTorch reference unavailable: {})",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+        return Vec::new();
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("torch step batch=")?;
+            let (b, us) = rest.split_once(':')?;
+            Some((
+                b.trim().parse().ok()?,
+                us.trim().trim_end_matches("us").trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn main() {
+    let torch = torch_steps();
+    println!("per training step, MLP 2→6×16→33, Adam, 1 thread (median):");
+    for (batch, rows, repeats) in [
+        (1, 3_000, 3),
+        (16, 20_000, 3),
+        (128, 60_000, 3),
+        (256, 100_000, 3),
+        (1024, 200_000, 3),
+    ] {
+        let ours = our_step_us(batch, rows, repeats);
+        match torch.iter().find(|(b, _)| *b == batch) {
+            Some((_, theirs)) => println!(
+                "  batch {batch:>4}: pipeline {ours:>7.1} us, PyTorch {theirs:>7.1} us → {:.2}× (target ≥ {}×)",
+                theirs / ours,
+                if batch <= 128 { 8 } else { 2 }
+            ),
+            None => println!("  batch {batch:>4}: pipeline {ours:>7.1} us"),
+        }
+    }
+    if std::env::var_os("BENCH_SECTION6").is_some() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let start = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+            .args([
+                "run",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/report.yaml"),
+                "--quiet",
+            ])
+            .current_dir(dir.path())
+            .status()
+            .expect("pipeline");
+        assert!(status.success());
+        println!(
+            "section 6 end to end (generated data, fresh cache, all cores): {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
+    }
+}

@@ -1,0 +1,249 @@
+//! `plot.curves`: recorded metrics against epoch or batch step, one curve per run and metric.
+
+use anyhow::{Result, bail};
+
+use super::runs::{downsample, load};
+use super::table::format_metric;
+use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
+use crate::artifacts::{ItemSummary, canonical_metric, describe_params, metric_label, read_steps};
+use crate::plot::{LineChart, Series, line_chart, line_charts};
+
+pub struct PlotCurves;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "metrics",
+        ty: ParamType::List(&ParamType::Str),
+        default: Some("[validation_loss]"),
+        doc: "per-epoch metrics (train_loss, validation_acc, test_loss, train_time_s, eval_time_s, lr, ...) or `step_loss`",
+    },
+    ParamSpec {
+        name: "x",
+        ty: ParamType::Choice(&["epoch", "step"]),
+        default: Some("epoch"),
+        doc: "x axis; `step` plots the loss of every batch step",
+    },
+    ParamSpec {
+        name: "log_y",
+        ty: ParamType::Bool,
+        default: Some("false"),
+        doc: "logarithmic y axis",
+    },
+    ParamSpec {
+        name: "panels",
+        ty: ParamType::Choice(&["none", "metric"]),
+        default: Some("none"),
+        doc: "`metric`: one panel per metric side by side instead of one chart",
+    },
+    ParamSpec {
+        name: "title",
+        ty: ParamType::Str,
+        default: Some("''"),
+        doc: "figure title",
+    },
+    ParamSpec {
+        name: "id",
+        ty: ParamType::Str,
+        default: Some("''"),
+        doc: "experiment id for the report",
+    },
+];
+
+const INPUTS: &[InputSpec] = &[InputSpec {
+    name: "runs",
+    kind: InputKind::Gather,
+    doc: "training runs",
+    required: true,
+}];
+
+pub const FIGURE_OUTPUTS: &[OutputSpec] = &[
+    OutputSpec {
+        name: "plot.png",
+        doc: "the figure",
+    },
+    OutputSpec {
+        name: "plot.svg",
+        doc: "the figure, as vectors",
+    },
+    OutputSpec {
+        name: "summary.json",
+        doc: "title, reading and parameters, for the report",
+    },
+];
+
+const MAX_STEP_POINTS: usize = 2000;
+
+impl Op for PlotCurves {
+    fn name(&self) -> &'static str {
+        "plot.curves"
+    }
+    fn doc(&self) -> &'static str {
+        "Plot learning curves: metrics vs epoch (or loss vs batch step) for every run gathered."
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        FIGURE_OUTPUTS
+    }
+    fn publishes(&self) -> bool {
+        true
+    }
+
+    fn run(&self, ctx: &OpContext) -> Result<()> {
+        let metrics = ctx.params.str_list("metrics")?;
+        let by_step = ctx.params.str("x")? == "step";
+        let log_y = ctx.params.bool("log_y")?;
+        let title = ctx.params.str("title")?;
+        if metrics.is_empty() {
+            bail!("`metrics` is empty");
+        }
+        for m in &metrics {
+            if m != "step_loss" && canonical_metric(m).is_none() {
+                bail!(
+                    "unknown metric `{m}`{}",
+                    crate::suggest::did_you_mean(
+                        m,
+                        crate::artifacts::EPOCH_METRICS
+                            .iter()
+                            .copied()
+                            .chain(["step_loss"])
+                    )
+                );
+            }
+        }
+        let runs = load(ctx.input("runs"))?;
+        let items = ctx.input("runs");
+        // One list of series per metric.
+        let mut per_metric: Vec<(String, Vec<Series>)> = Vec::new();
+        let mut finals: Vec<(String, f64)> = Vec::new();
+        for metric in &metrics {
+            let mut series = Vec::new();
+            for (run, item) in runs.iter().zip(items) {
+                let label = if metrics.len() > 1 && per_metric_panels(ctx)? {
+                    run.label.clone()
+                } else if metrics.len() > 1 {
+                    format!("{} · {}", run.label, metric_label(metric))
+                } else {
+                    run.label.clone()
+                };
+                let points: Vec<(f64, f64)> = if by_step || metric == "step_loss" {
+                    downsample(&read_steps(&item.dir)?, MAX_STEP_POINTS)
+                } else {
+                    run.record
+                        .epochs
+                        .iter()
+                        .map(|e| (e.epoch as f64, e.metric(metric).unwrap_or(f64::NAN)))
+                        .collect()
+                };
+                let last = points
+                    .iter()
+                    .rev()
+                    .find(|p| p.1.is_finite())
+                    .map(|p| p.1)
+                    .unwrap_or(f64::NAN);
+                finals.push((
+                    label.clone(),
+                    if run.record.diverged { f64::NAN } else { last },
+                ));
+                series.push(Series { label, points });
+            }
+            per_metric.push((metric.clone(), series));
+        }
+        let x_label = if by_step { "batch step" } else { "epoch" };
+        let y_label_of = |m: &str| {
+            if m == "step_loss" || by_step {
+                "training loss (batch)".to_string()
+            } else {
+                metric_label(m)
+            }
+        };
+        let stem = ctx.out_dir.join("plot");
+        if per_metric_panels(ctx)? {
+            let panels: Vec<LineChart> = per_metric
+                .into_iter()
+                .map(|(m, series)| LineChart {
+                    title: y_label_of(&m),
+                    x_label: x_label.into(),
+                    y_label: y_label_of(&m),
+                    log_y,
+                    series,
+                })
+                .collect();
+            line_charts(title, &panels, &stem)?;
+        } else {
+            let y_label = if metrics.len() == 1 {
+                y_label_of(&metrics[0])
+            } else {
+                "value".into()
+            };
+            let series = per_metric.into_iter().flat_map(|(_, s)| s).collect();
+            line_chart(
+                &LineChart {
+                    title: title.into(),
+                    x_label: x_label.into(),
+                    y_label,
+                    log_y,
+                    series,
+                },
+                &stem,
+            )?;
+        }
+        let reading = reading(&metrics[0], &finals[..runs.len()]);
+        let records: Vec<_> = runs.iter().map(|r| &r.record).collect();
+        ItemSummary {
+            id: ctx.params.str("id")?.into(),
+            title: title.into(),
+            figures: vec!["plot.png".into(), "plot.svg".into()],
+            table_md: None,
+            reading,
+            params: describe_params(&records),
+        }
+        .write(ctx.out_dir)
+    }
+}
+
+fn per_metric_panels(ctx: &OpContext) -> Result<bool> {
+    Ok(ctx.params.str("panels")? == "metric")
+}
+
+/// "final validation loss: lowest lr=0.001 (0.3120), highest lr=1 (diverged)".
+fn reading(metric: &str, finals: &[(String, f64)]) -> String {
+    let name = if metric == "step_loss" {
+        "training loss".to_string()
+    } else {
+        metric_label(metric)
+    };
+    if finals.len() == 1 {
+        return format!("final {name}: {}", format_metric(finals[0].1));
+    }
+    let finite: Vec<&(String, f64)> = finals.iter().filter(|f| f.1.is_finite()).collect();
+    let diverged: Vec<&str> = finals
+        .iter()
+        .filter(|f| !f.1.is_finite())
+        .map(|f| f.0.as_str())
+        .collect();
+    let mut parts = Vec::new();
+    if let (Some(lo), Some(hi)) = (
+        finite.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+        finite.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
+    ) {
+        parts.push(format!(
+            "final {name}: lowest {} ({}), highest {} ({})",
+            lo.0,
+            format_metric(lo.1),
+            hi.0,
+            format_metric(hi.1)
+        ));
+    }
+    if !diverged.is_empty() {
+        parts.push(format!("diverged: {}", diverged.join(", ")));
+    }
+    parts.join("; ")
+}

@@ -1,0 +1,159 @@
+//! `plot.vs_param`: final metrics of a sweep against one swept parameter (accuracy vs depth).
+
+use anyhow::{Result, bail};
+
+use super::plot_curves::FIGURE_OUTPUTS;
+use super::runs::load;
+use super::table::format_metric;
+use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
+use crate::artifacts::{ItemSummary, canonical_metric, describe_params, metric_label};
+use crate::plot::{LineChart, Series, line_chart};
+
+pub struct PlotVsParam;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "param",
+        ty: ParamType::Str,
+        default: None,
+        doc: "the training parameter on the x axis (depth, width, lr, ...)",
+    },
+    ParamSpec {
+        name: "metrics",
+        ty: ParamType::List(&ParamType::Str),
+        default: Some("[train_acc, validation_acc, test_acc]"),
+        doc: "final metrics, one line each",
+    },
+    ParamSpec {
+        name: "log_x",
+        ty: ParamType::Bool,
+        default: Some("false"),
+        doc: "plot log₂ of the parameter (widths 8, 16, 32, 64 evenly spaced)",
+    },
+    ParamSpec {
+        name: "title",
+        ty: ParamType::Str,
+        default: Some("''"),
+        doc: "figure title",
+    },
+    ParamSpec {
+        name: "id",
+        ty: ParamType::Str,
+        default: Some("''"),
+        doc: "experiment id for the report",
+    },
+];
+
+const INPUTS: &[InputSpec] = &[InputSpec {
+    name: "runs",
+    kind: InputKind::Gather,
+    doc: "training runs that differ in `param`",
+    required: true,
+}];
+
+impl Op for PlotVsParam {
+    fn name(&self) -> &'static str {
+        "plot.vs_param"
+    }
+    fn doc(&self) -> &'static str {
+        "Plot final metrics (e.g. train/validation/test accuracy) against a swept parameter."
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        FIGURE_OUTPUTS
+    }
+    fn publishes(&self) -> bool {
+        true
+    }
+
+    fn run(&self, ctx: &OpContext) -> Result<()> {
+        let param = ctx.params.str("param")?;
+        let metrics = ctx.params.str_list("metrics")?;
+        let log_x = ctx.params.bool("log_x")?;
+        let title = ctx.params.str("title")?;
+        let runs = load(ctx.input("runs"))?;
+        let mut xs = Vec::new();
+        for run in &runs {
+            match run.record.params.get(param).and_then(|v| v.as_f64()) {
+                Some(x) if !log_x || x > 0.0 => xs.push(if log_x { x.log2() } else { x }),
+                Some(_) => bail!("`{}`: {param} must be positive for log_x", run.stage),
+                None => bail!(
+                    "`{}` has no numeric parameter `{param}`{}",
+                    run.stage,
+                    crate::suggest::did_you_mean(
+                        param,
+                        run.record.params.keys().map(String::as_str)
+                    )
+                ),
+            }
+        }
+        let mut series = Vec::new();
+        let mut reading = Vec::new();
+        for metric in &metrics {
+            let Some(canonical) = canonical_metric(metric) else {
+                bail!("unknown metric `{metric}`")
+            };
+            let mut points: Vec<(f64, f64)> = runs
+                .iter()
+                .zip(&xs)
+                .map(|(r, &x)| (x, r.record.final_metric(canonical)))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some(best) = points
+                .iter()
+                .filter(|p| p.1.is_finite())
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+            {
+                let x = if log_x { 2f64.powf(best.0) } else { best.0 };
+                reading.push(format!(
+                    "{} peaks at {param}={} ({})",
+                    metric_label(canonical),
+                    x,
+                    format_metric(best.1)
+                ));
+            }
+            series.push(Series {
+                label: metric_label(canonical),
+                points,
+            });
+        }
+        let x_label = if log_x {
+            format!("log₂ {param}")
+        } else {
+            param.to_string()
+        };
+        let y_label = if metrics.iter().all(|m| m.ends_with("acc")) {
+            "accuracy".to_string()
+        } else {
+            "value".to_string()
+        };
+        line_chart(
+            &LineChart {
+                title: title.into(),
+                x_label,
+                y_label,
+                log_y: false,
+                series,
+            },
+            &ctx.out_dir.join("plot"),
+        )?;
+        let records: Vec<_> = runs.iter().map(|r| &r.record).collect();
+        ItemSummary {
+            id: ctx.params.str("id")?.into(),
+            title: title.into(),
+            figures: vec!["plot.png".into(), "plot.svg".into()],
+            table_md: None,
+            reading: reading.join("; "),
+            params: describe_params(&records),
+        }
+        .write(ctx.out_dir)
+    }
+}

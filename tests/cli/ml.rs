@@ -1,0 +1,409 @@
+//! Section 6 ops through the real binary, at CI-friendly sizes.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::Project;
+
+/// A small generated map plus a dataset stage, shared by the tests below.
+const DATA: &str = r#"
+params: {seed: 0, rows: 3000}
+stages:
+  map:
+    op: data.synthetic_map
+    params: {seed: "${params.seed}", n_train: "${params.rows}", n_validation: 600, n_test: 600}
+  europe:
+    op: data.csv
+    inputs: {csv: map}
+"#;
+
+fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The output folder of a stage, from `pipeline show`.
+fn out_dir(p: &Project, file: &str, stage: &str) -> PathBuf {
+    let show = p.run(&["show", file, stage]).ok().stdout;
+    let line = show
+        .lines()
+        .find(|l| l.trim_start().starts_with("output: "))
+        .unwrap_or_else(|| panic!("{show}"));
+    let file = PathBuf::from(line.trim_start().trim_start_matches("output: "));
+    file.ancestors()
+        .find(|a| a.ends_with("out"))
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn generator_writes_the_course_schema_deterministically() {
+    let p = Project::new();
+    p.write("p.yaml", DATA);
+    p.run(&["run", "p.yaml"]).ok();
+    let dir = out_dir(&p, "p.yaml", "map");
+    let train = std::fs::read_to_string(dir.join("train.csv")).unwrap();
+    assert!(train.starts_with(",long,lat,country\n"), "{}", &train[..60]);
+    assert_eq!(train.lines().count(), 3001);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("test.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        601
+    );
+    let meta = json(&out_dir(&p, "p.yaml", "europe").join("dataset.json"));
+    assert_eq!(meta["n_classes"], 33);
+    assert_eq!(meta["rows"], serde_json::json!([3000, 600, 600]));
+
+    // Same seed in another cache: byte-identical files; another seed: different.
+    let again = p
+        .command(&["run", "p.yaml", "--cache", "other"])
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    let key = dir.parent().unwrap().file_name().unwrap();
+    let other = p
+        .path()
+        .join("other/entries")
+        .join(key)
+        .join("out/train.csv");
+    assert_eq!(std::fs::read_to_string(other).unwrap(), train);
+    let status = p.run(&["status", "p.yaml", "--set", "seed=1"]).ok().stdout;
+    assert!(status.contains("stale   map: seed: 0 → 1"), "{status}");
+}
+
+fn train_yaml(extra: &str) -> String {
+    format!(
+        "{DATA}  model:\n    op: train.mlp\n    inputs: {{data: europe}}\n    params: {{depth: 2, width: 32, epochs: 3, batch_size: 64, lr: 0.01, seed: 3{extra}}}\n"
+    )
+}
+
+#[test]
+fn training_learns_and_records_every_epoch_and_step() {
+    let p = Project::new();
+    p.write("p.yaml", &train_yaml(""));
+    p.run(&["run", "p.yaml"]).ok();
+    let dir = out_dir(&p, "p.yaml", "model");
+    let run = json(&dir.join("run.json"));
+    let epochs = run["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    assert_eq!(run["steps_per_epoch"], 47); // ceil(3000 / 64)
+    let first = epochs[0]["validation_acc"].as_f64().unwrap();
+    let last = epochs[2]["validation_acc"].as_f64().unwrap();
+    assert!(
+        last > 3.0 / 33.0 && last >= first - 0.05,
+        "accuracy {first} → {last}"
+    );
+    assert!(epochs[2]["train_loss"].as_f64().unwrap() < epochs[0]["train_loss"].as_f64().unwrap());
+    for e in epochs {
+        assert!(
+            e["train_time_s"].as_f64().unwrap() > 0.0 && e["eval_time_s"].as_f64().unwrap() > 0.0
+        );
+    }
+    let steps = json(&dir.join("steps.json"));
+    assert_eq!(steps.as_array().unwrap().len(), 3 * 47);
+    assert!(dir.join("model.safetensors").metadata().unwrap().len() > 1000);
+    let show = p.run(&["show", "p.yaml", "model"]).ok().stdout;
+    assert!(show.contains("metric validation_acc: "), "{show}");
+}
+
+#[test]
+fn same_seed_same_numbers_other_seed_other_numbers() {
+    let p = Project::new();
+    p.write("p.yaml", &train_yaml(""));
+    p.run(&["run", "p.yaml"]).ok();
+    let a = json(&out_dir(&p, "p.yaml", "model").join("steps.json"));
+    p.run(&["run", "p.yaml", "--force", "model"]).ok();
+    let b = json(&out_dir(&p, "p.yaml", "model").join("steps.json"));
+    assert_eq!(
+        a, b,
+        "a forced rerun with the same seed gives the same losses"
+    );
+    p.write("q.yaml", &train_yaml("").replace("seed: 3", "seed: 4"));
+    p.run(&["run", "q.yaml"]).ok();
+    let c = json(&out_dir(&p, "q.yaml", "model").join("steps.json"));
+    assert_ne!(a, c);
+}
+
+#[test]
+fn a_diverging_run_finishes_and_is_recorded() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &train_yaml(", lr: 1.0e30").replace("lr: 0.01, ", ""),
+    );
+    let run = p.run(&["run", "p.yaml"]).ok();
+    assert!(
+        run.stdout.contains("1 ran") || run.stdout.contains("3 ran"),
+        "{}",
+        run.stdout
+    );
+    let record = json(&out_dir(&p, "p.yaml", "model").join("run.json"));
+    assert_eq!(record["diverged"], true);
+}
+
+#[test]
+fn batch_norm_and_sine_features_change_what_they_should() {
+    let p = Project::new();
+    let yaml = format!(
+        "{}  bn:\n    op: train.mlp\n    inputs: {{data: europe}}\n    params: {{depth: 2, width: 32, epochs: 1, batch_size: 64, batch_norm: true}}\n  \
+         sine:\n    op: features.sine\n    inputs: {{data: europe}}\n  \
+         on_sine:\n    op: train.mlp\n    inputs: {{data: sine}}\n    params: {{depth: 2, width: 32, epochs: 1, batch_size: 64}}\n",
+        train_yaml("")
+    );
+    p.write("p.yaml", &yaml);
+    p.run(&["run", "p.yaml"]).ok();
+    let plain = json(&out_dir(&p, "p.yaml", "model").join("run.json"));
+    let bn = json(&out_dir(&p, "p.yaml", "bn").join("run.json"));
+    // Batch norm adds a scale and a shift per hidden unit: 2 layers × 32 × 2 trainable values.
+    assert_eq!(
+        bn["n_parameters"].as_u64().unwrap(),
+        plain["n_parameters"].as_u64().unwrap() + 128
+    );
+    let header = safetensors_keys(&out_dir(&p, "p.yaml", "bn").join("model.safetensors"));
+    assert!(
+        header.contains("norms.0.running_mean") && header.contains("layers.2.weight"),
+        "{header}"
+    );
+
+    let sine = json(&out_dir(&p, "p.yaml", "sine").join("dataset.json"));
+    assert_eq!(sine["features"].as_array().unwrap().len(), 20);
+    assert_eq!(sine["features"][1], "sin(0.2*long)");
+    assert_eq!(sine["raw_features"], serde_json::json!(["long", "lat"]));
+    let model = json(&out_dir(&p, "p.yaml", "on_sine").join("model.json"));
+    assert_eq!(model["config"]["inputs"], 20);
+}
+
+fn safetensors_keys(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    String::from_utf8_lossy(&bytes[8..8 + len]).into_owned()
+}
+
+#[test]
+fn gradients_vanish_in_a_deep_narrow_relu_net_and_not_with_the_fix() {
+    let p = Project::new();
+    let yaml = format!(
+        "{DATA}  deep:\n    op: train.mlp\n    inputs: {{data: europe}}\n    params: {{depth: 100, width: 4, epochs: 1, batch_size: 256, record_grad_norms: true}}\n  \
+         fixed:\n    op: train.mlp\n    inputs: {{data: europe}}\n    params: {{depth: 100, width: 40, residual: true, grad_clip: 8, lr: 0.0005, batch_size: 512, epochs: 1, weight_decay: 0.0001, record_grad_norms: true}}\n  \
+         deep_plot:\n    op: plot.grad_norms\n    inputs: {{run: deep}}\n    params: {{layers: [0, 30, 60, 90, 95, 99]}}\n"
+    );
+    p.write("p.yaml", &yaml);
+    p.run(&["run", "p.yaml"]).ok();
+    let grads = |stage: &str| -> Vec<f64> {
+        let run = json(&out_dir(&p, "p.yaml", stage).join("run.json"));
+        run["epochs"][0]["grad_norms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let deep = grads("deep");
+    assert_eq!(deep.len(), 101);
+    assert!(
+        deep[0] < 1e-6 * deep[99].max(1e-30) || deep[0] < 1e-12,
+        "layer 0 {:e} vs layer 99 {:e}",
+        deep[0],
+        deep[99]
+    );
+    let fixed = grads("fixed");
+    assert!(
+        fixed[0] > 1e-3 * fixed[99],
+        "layer 0 {:e} vs layer 99 {:e}",
+        fixed[0],
+        fixed[99]
+    );
+    assert!(p.path().join("results/deep_plot/plot.png").exists());
+}
+
+#[test]
+fn training_on_the_real_csvs_reaches_a_sane_accuracy() {
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/europe");
+    if !real.join("train.csv").exists() {
+        eprintln!("skipped: {} is absent", real.display());
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &format!(
+            "stages:\n  europe:\n    op: data.csv\n    params: {{dir: {}}}\n  model:\n    op: train.mlp\n    inputs: {{data: europe}}\n    params: {{depth: 3, width: 32, epochs: 2, batch_size: 128, lr: 0.01}}\n",
+            real.display()
+        ),
+    );
+    p.run(&["run", "p.yaml"]).ok();
+    let data = json(&out_dir(&p, "p.yaml", "europe").join("dataset.json"));
+    assert_eq!(data["rows"], serde_json::json!([106897, 13363, 13363]));
+    assert_eq!(data["n_classes"], 33);
+    let run = json(&out_dir(&p, "p.yaml", "model").join("run.json"));
+    let acc = run["epochs"][1]["validation_acc"].as_f64().unwrap();
+    assert!(acc > 0.7, "validation accuracy after 2 epochs: {acc}");
+}
+
+#[test]
+fn bad_csvs_fail_with_file_and_line() {
+    let p = Project::new();
+    let header = ",long,lat,country\n";
+    p.write(
+        "d/train.csv",
+        &format!("{header}0,1.0,2.0,0\n1,1.5,2.5,1\n"),
+    );
+    p.write("d/validation.csv", &format!("{header}0,1.0,2.0,0\n1,1.5\n"));
+    p.write("d/test.csv", &format!("{header}0,1.0,abc,0\n"));
+    p.write(
+        "p.yaml",
+        "stages:\n  europe: {op: data.csv, params: {dir: d}}\n",
+    );
+    let run = p.run(&["run", "p.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("validation.csv") && run.stdout.contains(":3"),
+        "{}",
+        run.stdout
+    );
+
+    p.write("d/validation.csv", &format!("{header}0,1.0,2.0,0\n"));
+    let run = p.run(&["run", "p.yaml"]);
+    assert!(
+        run.stdout.contains("test.csv") && run.stdout.contains("abc"),
+        "{}",
+        run.stdout
+    );
+
+    p.write("d/test.csv", &format!("{header}0,1.0,2.0,7\n"));
+    let run = p.run(&["run", "p.yaml"]);
+    assert!(
+        run.stdout
+            .contains("test.csv:2: label 7 does not occur in the training file"),
+        "{}",
+        run.stdout
+    );
+
+    p.write(
+        "p.yaml",
+        "stages:\n  europe: {op: data.csv, params: {dir: d, label: contry}}\n",
+    );
+    p.write("d/test.csv", &format!("{header}0,1.0,2.0,1\n"));
+    let run = p.run(&["run", "p.yaml"]);
+    assert!(
+        run.stdout.contains("contry") && run.stdout.contains("country"),
+        "{}",
+        run.stdout
+    );
+
+    p.write(
+        "p.yaml",
+        "stages:\n  europe: {op: data.csv, params: {dir: nowhere}}\n",
+    );
+    let run = p.run(&["run", "p.yaml"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("nowhere/train.csv"), "{}", run.stderr);
+}
+
+#[test]
+fn unknown_op_parameter_suggests_and_lists_the_parameters() {
+    let p = Project::new();
+    p.write("p.yaml", &train_yaml(", widht: 8"));
+    let run = p.run(&["run", "p.yaml"]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("op `train.mlp` has no parameter `widht`; did you mean `width`?"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("parameters of `train.mlp`: depth, width"),
+        "{}",
+        run.stderr
+    );
+    p.write("p.yaml", &train_yaml(", optimizer: adma"));
+    let run = p.run(&["run", "p.yaml"]);
+    assert!(
+        run.stderr
+            .contains("`adma` is not one of adam, sgd; did you mean `adam`?"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn the_report_pipeline_runs_end_to_end_at_small_scale() {
+    let p = Project::new();
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/report.yaml"),
+    )
+    .unwrap();
+    p.write("pipelines/report.yaml", &yaml);
+    let quick = [
+        "--set",
+        "train_rows=1500",
+        "--set",
+        "eval_rows=300",
+        "--set",
+        "epochs=2",
+        "--set",
+        "long_epochs=3",
+        "--set",
+        "batch_epochs=[1,1,2,2]",
+        "--set",
+        "deep_epochs=1",
+        "--set",
+        "fix_epochs=2",
+    ];
+    let mut args = vec!["run", "pipelines/report.yaml"];
+    args.extend(quick);
+    let run = p.run(&args).ok();
+    // The default model is shared by five stages and trains once.
+    let show = p.run(&["dag", "pipelines/report.yaml"]).ok().stdout;
+    assert!(
+        show.contains(
+            "plain = lr[lr=0.001] = grid[depth=6,width=16] = depth[depth=6] = width[width=16]"
+        ),
+        "{show}"
+    );
+    assert!(run.stdout.contains("0 failed, 0 skipped"), "{}", run.stdout);
+
+    let report = p.read("results/report.md");
+    for id in [
+        "6.1.2.1", "6.1.2.2", "6.1.2.3", "6.1.2.4", "6.2.1.1", "6.2.1.2", "6.2.1.3", "6.2.1.4",
+        "6.2.1.5", "6.2.1.6", "6.2.1.7",
+    ] {
+        assert!(
+            report.contains(&format!("## {id} ")),
+            "report lacks {id}:\n{report}"
+        );
+    }
+    assert!(
+        report.contains("(best)") && report.contains("(worst)"),
+        "{report}"
+    );
+    let html = p.read("results/report.html");
+    assert!(
+        html.matches("data:image/png;base64,").count() >= 14,
+        "figures are embedded"
+    );
+    for stage in [
+        "lr_plot",
+        "grid_boundaries",
+        "deep_grads",
+        "sine_boundaries",
+        "batch_steps",
+    ] {
+        let png = p.path().join(format!("results/{stage}/plot.png"));
+        assert!(
+            png.metadata().map(|m| m.len() > 5000).unwrap_or(false),
+            "{stage} has no figure"
+        );
+        assert!(p.path().join(format!("results/{stage}/plot.svg")).exists());
+    }
+    assert!(p.read("results/grid_table/table.csv").lines().count() == 8);
+
+    // A second run executes nothing.
+    let again = p.run(&args).ok();
+    assert!(again.stdout.contains("\n0 ran, "), "{}", again.stdout);
+}
