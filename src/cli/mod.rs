@@ -56,6 +56,9 @@ enum Command {
     Show(show::Args),
     /// Delete cache entries that none of the given pipelines reaches.
     Gc(gc::Args),
+    /// Internal: run one stage's op in this process (a job on stdin).
+    #[command(name = "__run-op", hide = true)]
+    RunOp,
 }
 
 fn parse_set(s: &str) -> Result<(String, String), String> {
@@ -80,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Ops(args) => ops::run(args),
         Command::Show(args) => show::run(&cli.cache, args),
         Command::Gc(args) => gc::run(&cli.cache, args),
+        Command::RunOp => return crate::schedule::child_main(),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,

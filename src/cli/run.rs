@@ -77,9 +77,11 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
 
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
-    // A second Ctrl-C exits at once; entries are atomic, so nothing partial is left behind.
+    // A second Ctrl-C kills the stages' processes and exits at once; entries are atomic, so
+    // nothing partial is left behind.
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
+            schedule::signal_children(libc::SIGKILL);
             std::process::exit(130);
         }
     });

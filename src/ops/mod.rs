@@ -163,6 +163,15 @@ pub trait Op: Send + Sync {
     fn publishes(&self) -> bool {
         false
     }
+    /// Run in a child process of its own (ops whose library serialises threads, or may abort).
+    fn isolate(&self) -> bool {
+        false
+    }
+    /// A rough relative run time (seconds, order of magnitude), so that the scheduler can start
+    /// the longest stages first and no long stage is left to run alone at the end.
+    fn cost_hint(&self, _params: &Params) -> f64 {
+        0.01
+    }
     /// Files (relative to the project root) whose content is part of the stage key.
     fn file_deps(&self, _params: &Params) -> Result<Vec<PathBuf>> {
         Ok(Vec::new())

@@ -195,7 +195,17 @@ impl Op for PlotCurves {
                 &stem,
             )?;
         }
-        let reading = reading(&metrics[0], &finals[..runs.len()]);
+        let reading = if runs.len() == 1 {
+            // One run, several metrics: its final value of each.
+            let parts: Vec<String> = metrics
+                .iter()
+                .zip(&finals)
+                .map(|(m, f)| format!("{} {}", metric_name(m), format_metric(f.1)))
+                .collect();
+            format!("final {}", parts.join(", "))
+        } else {
+            reading(&metrics[0], &finals[..runs.len()])
+        };
         let records: Vec<_> = runs.iter().map(|r| &r.record).collect();
         ItemSummary {
             id: ctx.params.str("id")?.into(),
@@ -213,16 +223,17 @@ fn per_metric_panels(ctx: &OpContext) -> Result<bool> {
     Ok(ctx.params.str("panels")? == "metric")
 }
 
-/// "final validation loss: lowest lr=0.001 (0.3120), highest lr=1 (diverged)".
-fn reading(metric: &str, finals: &[(String, f64)]) -> String {
-    let name = if metric == "step_loss" {
+fn metric_name(metric: &str) -> String {
+    if metric == "step_loss" {
         "training loss".to_string()
     } else {
         metric_label(metric)
-    };
-    if finals.len() == 1 {
-        return format!("final {name}: {}", format_metric(finals[0].1));
     }
+}
+
+/// "final validation loss: lowest lr=0.001 (0.3120), highest lr=1 (diverged)".
+fn reading(metric: &str, finals: &[(String, f64)]) -> String {
+    let name = metric_name(metric);
     let finite: Vec<&(String, f64)> = finals.iter().filter(|f| f.1.is_finite()).collect();
     let diverged: Vec<&str> = finals
         .iter()

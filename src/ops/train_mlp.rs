@@ -183,6 +183,26 @@ impl Op for TrainMlp {
         OUTPUTS
     }
 
+    /// burn's autodiff serialises trainings that share a process (a global graph lock).
+    fn isolate(&self) -> bool {
+        true
+    }
+
+    /// Per sample and linear layer: ~6·width² flops at ~20 GFLOPS, plus ~30 µs of per-step
+    /// overhead shared by the batch (measured on burn/Flex); the row count is not known when
+    /// planning, so the real data's 107k rows are assumed.
+    fn cost_hint(&self, params: &super::Params) -> f64 {
+        let get = |name: &str, default: f64| params.f64(name).unwrap_or(default);
+        let (depth, width, batch, epochs) = (
+            get("depth", 6.0),
+            get("width", 16.0),
+            get("batch_size", 256.0),
+            get("epochs", 50.0),
+        );
+        let per_sample_layer = width * width * 3e-10 + 30e-6 / batch.max(1.0);
+        epochs * (depth + 1.0) * per_sample_layer * 107_000.0
+    }
+
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let p = ctx.params;
         let data = &ctx.input("data")[0];

@@ -40,6 +40,8 @@ pub struct Node {
     pub deps: Vec<usize>,
     pub threads: usize,
     pub gpu: usize,
+    /// The op's estimate of the run time, for ordering ready nodes.
+    pub cost: f64,
     /// Every stage member that resolved to this node (deduplicated stages share it).
     pub stages: Vec<usize>,
     /// What the key was computed from; stored in the entry to explain later changes.
@@ -597,9 +599,11 @@ impl Planner<'_> {
                 let gpu = spec
                     .gpu
                     .unwrap_or(if op.gpu() == GpuUse::Preferred { 1 } else { 0 });
+                let cost = op.cost_hint(&params);
                 self.nodes.push(Node {
                     key: key.clone(),
                     op,
+                    cost,
                     params,
                     inputs,
                     deps,

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+mod isolate;
+pub use isolate::child_main;
+
 use crate::cache::{Cache, Meta, list_files};
 use crate::ops::{ChildRegistry, Device, InputItem, OpContext, ProgressSink};
 use crate::plan::Plan;
@@ -122,28 +125,34 @@ enum Outcome {
     Cancelled,
 }
 
-/// Child processes of running stages, so that Ctrl-C can stop them (process groups).
-#[derive(Default)]
-struct Children(Mutex<HashSet<u32>>);
+/// Child processes of running stages (each leads its own process group), so that Ctrl-C can
+/// stop them. Process-wide, because the second Ctrl-C handler must reach them too.
+static CHILDREN: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+struct Children;
 
 impl ChildRegistry for Children {
     fn register(&self, pid: u32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
-    }
-    fn unregister(&self, pid: u32) {
-        self.0
+        CHILDREN
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&pid);
+            .get_or_insert_default()
+            .insert(pid);
+    }
+    fn unregister(&self, pid: u32) {
+        if let Some(set) = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            set.remove(&pid);
+        }
     }
 }
 
-impl Children {
-    fn terminate_all(&self) {
-        for &pid in self.0.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+/// Sends `signal` to every running stage's process group.
+pub fn signal_children(signal: libc::c_int) {
+    if let Some(set) = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        for &pid in set {
             // SAFETY: kill(2) with a negative pid signals that process group; no memory involved.
             unsafe {
-                libc::kill(-(pid as i32), libc::SIGTERM);
+                libc::kill(-(pid as i32), signal);
             }
         }
     }
@@ -229,22 +238,30 @@ pub fn run(
         return Ok(summary);
     }
 
-    // Ready nodes in plan order (a topological order), so runs are reproducible.
+    // Ready nodes, longest first (by the ops' cost hints; ties in plan order): a long stage
+    // started last would run alone at the end while the other cores idle.
+    let priority = |a: &usize, b: &usize| {
+        plan.nodes[*b]
+            .cost
+            .total_cmp(&plan.nodes[*a].cost)
+            .then(a.cmp(b))
+    };
     let mut ready: Vec<usize> = (0..n)
         .filter(|&i| state[i] == NodeState::Pending && waiting[i] == 0)
         .collect();
+    ready.sort_by(priority);
     let jobs = opts.jobs.max(1);
     let mut free_threads = jobs;
     let mut free_gpus: Vec<usize> = (0..opts.gpus).rev().collect();
     let mut running: HashMap<usize, (usize, Option<usize>)> = HashMap::new();
-    let children = Arc::new(Children::default());
+    let children = Arc::new(Children);
     let (tx, rx) = mpsc::channel::<Message>();
     let mut warned_gpu = false;
 
     loop {
         if cancel.load(Ordering::Relaxed) && !summary.interrupted {
             summary.interrupted = true;
-            children.terminate_all();
+            signal_children(libc::SIGTERM);
             reporter.event(&Event::Interrupted);
         }
         if !summary.interrupted {
@@ -383,7 +400,7 @@ pub fn run(
             if state[d] == NodeState::Pending {
                 waiting[d] -= 1;
                 if waiting[d] == 0 {
-                    let at = ready.partition_point(|&r| r < d);
+                    let at = ready.partition_point(|r| priority(r, &d).is_lt());
                     ready.insert(at, d);
                 }
             }
@@ -563,7 +580,11 @@ impl Job {
             cancel,
             child_registry: children,
         };
-        let result = self.op.run(&ctx);
+        let result = if self.op.isolate() {
+            isolate::run_in_child(self.op.name(), &ctx)
+        } else {
+            self.op.run(&ctx)
+        };
         let seconds = start.elapsed().as_secs_f64();
         if cancel.load(Ordering::Relaxed) {
             cache.discard(pending);

@@ -102,3 +102,17 @@ pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The README's op table stays true: every op is documented there.
+#[test]
+fn readme_lists_every_op() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    for op in pipeline::ops::registry() {
+        assert!(
+            readme.contains(&format!("| `{}` |", op.name())),
+            "README.md lacks op `{}`",
+            op.name()
+        );
+    }
+}

@@ -407,3 +407,54 @@ fn the_report_pipeline_runs_end_to_end_at_small_scale() {
     let again = p.run(&args).ok();
     assert!(again.stdout.contains("\n0 ran, "), "{}", again.stdout);
 }
+
+#[test]
+fn ctrl_c_stops_a_training_in_its_own_process_promptly() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &train_yaml("").replace("epochs: 3", "epochs: 100000"),
+    );
+    let child = p
+        .command(&["run", "p.yaml"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the training stage has started (its temporary folder exists).
+    let start = std::time::Instant::now();
+    while p.entries().len() < 2
+        || std::fs::read_dir(p.path().join("cache/tmp"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0
+    {
+        assert!(start.elapsed().as_secs() < 20, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let sent = std::time::Instant::now();
+    // SAFETY: sending SIGINT to our own child process.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        sent.elapsed().as_secs() < 5,
+        "Ctrl-C took {:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(p.entries().len(), 2, "only the data stages are entries");
+    let leftovers: Vec<_> = std::fs::read_dir(p.path().join("cache/tmp"))
+        .unwrap()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "the interrupted attempt was cleaned up"
+    );
+}
