@@ -1,11 +1,15 @@
-//! Models and training loops on burn (Flex CPU backend with autodiff). Knows nothing of YAML,
-//! the cache or ops: it takes plain configs and datasets and returns records.
+//! Models and training loops. Knows nothing of YAML, the cache or ops: it takes plain configs
+//! and datasets and returns records. Two engines train the MLP: `native` (hand-written, for
+//! small dense nets on the CPU, the default) and burn (`mlp`, `train`: Flex CPU backend with
+//! autodiff, the general one for later models and devices). They share configs, records and the
+//! safetensors layout, and the tests check that they agree.
 //!
 //! burn 0.22 picks the backend from the device at run time (`Device::flex().autodiff()` to
 //! train, `.inner()` to evaluate). Flex runs its parallel kernels on rayon's *current* pool, so a
 //! stage's thread budget is honoured by running it inside [`with_threads`].
 
 pub mod mlp;
+pub mod native;
 pub mod train;
 
 use std::sync::Mutex;

@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use super::mlp::{Mlp, MlpConfig};
+use super::native::NativeMlp;
 use crate::artifacts::EpochRecord;
 use crate::datasets::Table;
 
@@ -78,9 +79,27 @@ pub struct TrainOutput {
     pub step_losses: Vec<f32>,
     pub steps_per_epoch: usize,
     pub diverged: bool,
-    pub model: Mlp,
+    pub model: TrainedModel,
     pub n_parameters: usize,
 }
+
+/// A trained MLP from either engine; both save the same safetensors keys and layout.
+pub enum TrainedModel {
+    Burn(Mlp),
+    Native(NativeMlp),
+}
+
+impl TrainedModel {
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        match self {
+            TrainedModel::Burn(m) => m.save(path),
+            TrainedModel::Native(m) => m.save(path),
+        }
+    }
+}
+
+/// Mixed into the seed of the shuffling so that it differs from the initialisation's stream.
+pub const SHUFFLE_SALT: u64 = 0x5eed_da7a;
 
 /// The splits to train on and evaluate.
 pub struct Splits<'a> {
@@ -129,7 +148,7 @@ pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<Tr
     let dim = train.dim();
     let n = train.len();
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ 0x5eed_da7a);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ SHUFFLE_SALT);
     let mut order: Vec<usize> = (0..n).collect();
     let mut epochs = Vec::with_capacity(cfg.epochs);
     let mut step_losses = Vec::with_capacity(steps_per_epoch * cfg.epochs);
@@ -250,7 +269,7 @@ pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<Tr
         step_losses,
         steps_per_epoch,
         diverged,
-        model: model.valid(),
+        model: TrainedModel::Burn(model.valid()),
         n_parameters,
     })
 }
@@ -290,34 +309,6 @@ pub fn evaluate(
         loss_sum / table.len() as f64,
         correct as f64 / table.len() as f64,
     )
-}
-
-/// Predicted classes of feature rows (for decision boundaries).
-pub fn predict(
-    model: &Mlp,
-    cfg: &MlpConfig,
-    x: &[f32],
-    dim: usize,
-    batch_size: usize,
-    device: &Device,
-) -> Result<Vec<u32>> {
-    let n = x.len() / dim.max(1);
-    let mut out = Vec::with_capacity(n);
-    for start in (0..n).step_by(batch_size.max(1)) {
-        let end = (start + batch_size).min(n);
-        let xt = Tensor::<2>::from_data(
-            TensorData::new(x[start * dim..end * dim].to_vec(), [end - start, dim]),
-            device,
-        );
-        let predictions = model.forward(xt, cfg).argmax(1).squeeze_dim::<1>(1);
-        let values = predictions
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| anyhow::anyhow!("reading predictions: {e:?}"))?;
-        out.extend(values.into_iter().map(|v| v as u32));
-    }
-    Ok(out)
 }
 
 /// ‖∇W‖² + ‖∇b‖² per linear layer, read back in one transfer.
@@ -384,6 +375,80 @@ impl ModuleVisitor for GradScale<'_> {
             Some(s) => {
                 if let Some(g) = self.grads.remove::<D>(param.id) {
                     self.grads.register::<D>(param.id, g.mul_scalar(s));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ml::mlp::Activation;
+    use crate::ml::native::{WorkspaceHandle, loss_and_gradients};
+
+    /// The native engine and burn compute the same loss and gradients from the same weights.
+    #[test]
+    fn native_and_burn_engines_agree() {
+        for (batch_norm, residual) in [(false, false), (true, false), (false, true), (true, true)] {
+            let cfg = MlpConfig {
+                inputs: 3,
+                classes: 4,
+                depth: 3,
+                width: 5,
+                activation: Activation::Relu,
+                batch_norm,
+                residual,
+            };
+            let mut native = NativeMlp::init(&cfg, 11);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("m.safetensors");
+            native.save(&path).unwrap();
+            let device = Device::flex().autodiff();
+            let burn_model = Mlp::load(&cfg, &path, &device).unwrap();
+
+            let x: Vec<f32> = (0..6 * 3)
+                .map(|i| ((i * 29 % 13) as f32 - 6.0) / 4.0)
+                .collect();
+            let y: Vec<u32> = vec![0, 1, 2, 3, 2, 1];
+            let (native_loss, native_grads) =
+                loss_and_gradients(&mut native, &x, &y, &mut WorkspaceHandle::default());
+
+            let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [6, 3]), &device);
+            let labels: Vec<i64> = y.iter().map(|&c| c as i64).collect();
+            let yt = Tensor::<1, Int>::from_data(TensorData::new(labels, [6]), &device);
+            let loss = CrossEntropyLossConfig::new()
+                .init(&device)
+                .forward(burn_model.forward(xt, &cfg), yt);
+            let burn_loss: f32 = loss.clone().into_scalar::<f32>();
+            assert!(
+                (burn_loss - native_loss).abs() < 1e-5,
+                "bn={batch_norm} res={residual}: loss {burn_loss} vs {native_loss}"
+            );
+            let grads = GradientsParams::from_grads(loss.backward(), &burn_model);
+            for layer in [0, cfg.depth] {
+                let g: Vec<f32> = grads
+                    .get::<2>(burn_model.layers[layer].weight.id)
+                    .unwrap()
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .unwrap();
+                // burn stores Linear weights as [in, out]; the native engine as [out, in].
+                let (fan_in, fan_out) = (
+                    if layer == 0 { 3 } else { 5 },
+                    if layer == cfg.depth { 4 } else { 5 },
+                );
+                for o in 0..fan_out {
+                    for i in 0..fan_in {
+                        let (b, n) = (
+                            g[i * fan_out + o],
+                            native_grads.weights[layer][o * fan_in + i],
+                        );
+                        assert!(
+                            (b - n).abs() < 1e-5 + 1e-4 * b.abs(),
+                            "bn={batch_norm} res={residual} layer {layer} [{o},{i}]: burn {b} vs native {n}"
+                        );
+                    }
                 }
             }
         }

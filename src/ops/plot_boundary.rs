@@ -2,15 +2,14 @@
 //! the test points on top; several models side by side.
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
 
 use super::plot_curves::FIGURE_OUTPUTS;
 use super::runs::label_of;
 use super::table::format_metric;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
 use crate::artifacts::{Dataset, DatasetMeta, ItemSummary, RunRecord, Transform, describe_params};
-use crate::ml::mlp::{Mlp, MlpConfig};
-use crate::ml::train::predict;
+use crate::ml::mlp::MlpConfig;
+use crate::ml::native::{NativeMlp, predict};
 use crate::plot::{DecisionPanel, decision_boundaries};
 
 pub struct PlotBoundary;
@@ -133,7 +132,6 @@ impl Op for PlotBoundary {
             .map(|i| (test.x[2 * i] as f64, test.x[2 * i + 1] as f64, test.y[i]))
             .collect();
 
-        let device = Device::flex();
         let mut panels = Vec::new();
         let mut records = Vec::new();
         let mut reading = Vec::new();
@@ -159,21 +157,8 @@ impl Op for PlotBoundary {
                     features.len() / (nx * ny)
                 );
             }
-            let model = Mlp::load(
-                &model_file.config,
-                &item.dir.join("model.safetensors"),
-                &device,
-            )?;
-            let classes = crate::ml::with_threads(ctx.threads, || {
-                predict(
-                    &model,
-                    &model_file.config,
-                    &features,
-                    model_file.config.inputs,
-                    4096,
-                    &device,
-                )
-            })??;
+            let model = NativeMlp::load(&model_file.config, &item.dir.join("model.safetensors"))?;
+            let classes = predict(&model, &features, 4096);
             let record = RunRecord::read(&item.dir).ok();
             let label = label_of(item);
             let acc = record

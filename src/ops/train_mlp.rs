@@ -114,6 +114,12 @@ const PARAMS: &[ParamSpec] = &[
         doc: "seed of the initial weights and the shuffling",
     },
     ParamSpec {
+        name: "engine",
+        ty: ParamType::Choice(&["native", "burn"]),
+        default: Some("native"),
+        doc: "native: hand-written CPU kernels for small MLPs (fast); burn: the general framework",
+    },
+    ParamSpec {
         name: "record_grad_norms",
         ty: ParamType::Bool,
         default: Some("false"),
@@ -183,7 +189,8 @@ impl Op for TrainMlp {
         OUTPUTS
     }
 
-    /// burn's autodiff serialises trainings that share a process (a global graph lock).
+    /// burn's autodiff serialises trainings that share a process (a global graph lock), and a
+    /// child process keeps any training's crash or abort to its own stage.
     fn isolate(&self) -> bool {
         true
     }
@@ -252,7 +259,10 @@ impl Op for TrainMlp {
             test: dataset.test(),
         };
         let hooks = OpHooks(ctx);
-        let output = crate::ml::with_threads(ctx.threads, || train(&splits, &cfg, &hooks))??;
+        let output = match p.str("engine")? {
+            "burn" => crate::ml::with_threads(ctx.threads, || train(&splits, &cfg, &hooks))??,
+            _ => crate::ml::native::train(&splits, &cfg, &hooks)?,
+        };
 
         output.model.save(&ctx.out_dir.join("model.safetensors"))?;
         let model_json = json!({
