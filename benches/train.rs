@@ -1,7 +1,7 @@
 //! Training speed against PyTorch (`cargo bench --bench train`). Prints medians and ratios.
 //!
 //! - per training step (forward, backward, Adam, loss read back) of the default MLP (2 → 6×16 →
-//!   33) at batch sizes 1, 16, 128, 256, 1024, one thread;
+//!   33) at batch sizes 1, 16, 128, 256, 1024, one thread, for both engines (native and burn);
 //! - with `BENCH_SECTION6=1`: section 6 end to end (`pipeline run pipelines/report.yaml` on a
 //!   fresh cache, all cores).
 //!
@@ -24,8 +24,8 @@ impl Hooks for Quiet {
     }
 }
 
-/// Median µs per step of our loop, from `repeats` one-epoch runs over `rows` rows.
-fn our_step_us(batch: usize, rows: usize, repeats: usize) -> f64 {
+/// Median µs per step of one engine's loop, from `repeats` one-epoch runs over `rows` rows.
+fn our_step_us(native: bool, batch: usize, rows: usize, repeats: usize) -> f64 {
     let (train_split, validation, test) = synthetic_map(&MapConfig {
         seed: 1,
         n_train: rows,
@@ -61,9 +61,13 @@ fn our_step_us(batch: usize, rows: usize, repeats: usize) -> f64 {
     };
     let mut samples: Vec<f64> = (0..repeats)
         .map(|_| {
-            let out = pipeline::ml::with_threads(1, || train(&splits, &cfg, &Quiet))
-                .expect("pool")
-                .expect("train");
+            let out = if native {
+                pipeline::ml::native::train(&splits, &cfg, &Quiet).expect("train")
+            } else {
+                pipeline::ml::with_threads(1, || train(&splits, &cfg, &Quiet))
+                    .expect("pool")
+                    .expect("train")
+            };
             out.epochs[0].train_time_s / out.steps_per_epoch as f64 * 1e6
         })
         .collect();
@@ -110,7 +114,9 @@ fn torch_steps() -> Vec<(usize, f64)> {
 
 fn main() {
     let torch = torch_steps();
-    println!("per training step, MLP 2→6×16→33, Adam, 1 thread (median):");
+    println!(
+        "per training step, MLP 2→6×16→33, Adam, 1 thread (median): native engine, burn engine, PyTorch"
+    );
     for (batch, rows, repeats) in [
         (1, 3_000, 3),
         (16, 20_000, 3),
@@ -118,14 +124,17 @@ fn main() {
         (256, 100_000, 3),
         (1024, 200_000, 3),
     ] {
-        let ours = our_step_us(batch, rows, repeats);
+        let native = our_step_us(true, batch, rows, repeats);
+        let burn = our_step_us(false, batch, rows, repeats);
+        let line = format!("  batch {batch:>4}: native {native:>7.1} us, burn {burn:>7.1} us");
         match torch.iter().find(|(b, _)| *b == batch) {
             Some((_, theirs)) => println!(
-                "  batch {batch:>4}: pipeline {ours:>7.1} us, PyTorch {theirs:>7.1} us → {:.2}× (target ≥ {}×)",
-                theirs / ours,
+                "{line}, PyTorch {theirs:>7.1} us → native {:.1}×, burn {:.1}× (target ≥ {}×)",
+                theirs / native,
+                theirs / burn,
                 if batch <= 128 { 8 } else { 2 }
             ),
-            None => println!("  batch {batch:>4}: pipeline {ours:>7.1} us"),
+            None => println!("{line}"),
         }
     }
     if std::env::var_os("BENCH_SECTION6").is_some() {

@@ -283,6 +283,28 @@ pub struct Gradients {
 }
 
 impl Gradients {
+    fn empty() -> Gradients {
+        Gradients {
+            weights: Vec::new(),
+            biases: Vec::new(),
+            gammas: Vec::new(),
+            betas: Vec::new(),
+        }
+    }
+
+    /// Shapes the buffers for a model (contents are overwritten by the next backward pass).
+    fn resize(&mut self, cfg: &MlpConfig, norms: usize) {
+        self.weights.resize(cfg.depth + 1, Vec::new());
+        self.biases.resize(cfg.depth + 1, Vec::new());
+        for layer in 0..=cfg.depth {
+            let (i, o) = (fan_in(cfg, layer), fan_out(cfg, layer));
+            self.weights[layer].resize(o * i, 0.0);
+            self.biases[layer].resize(o, 0.0);
+        }
+        self.gammas.resize(norms, Vec::new());
+        self.betas.resize(norms, Vec::new());
+    }
+
     fn all(&self) -> impl Iterator<Item = &Vec<f32>> {
         self.weights
             .iter()
@@ -319,36 +341,47 @@ impl Gradients {
     }
 }
 
-/// Buffers of one training step, reused across steps.
+/// Buffers of one training step, reused across steps (no allocation or page faults per step).
 #[derive(Default)]
-struct Workspace {
-    /// Input of each linear layer (h[0] is the batch).
+pub struct WorkspaceHandle {
+    /// Input of each linear layer (inputs[0] is the batch); the last slot holds the logits.
     inputs: Vec<Vec<f32>>,
     /// Batch-norm normalised values and 1/std per hidden layer.
     normalized: Vec<Vec<f32>>,
     inv_std: Vec<Vec<f32>>,
-    logits: Vec<f32>,
+    /// dL/dh and dL/dpre of the layer being back-propagated.
+    dh: Vec<f32>,
+    dpre: Vec<f32>,
+    grads: Option<Gradients>,
+}
+
+impl WorkspaceHandle {
+    /// The gradients of the last [`loss_and_gradients`] call.
+    pub fn gradients(&mut self) -> &mut Gradients {
+        self.grads.get_or_insert_with(Gradients::empty)
+    }
 }
 
 /// Runs forward and backward on one batch (training mode: batch norm on batch statistics,
-/// running statistics updated). Returns the mean cross-entropy and the gradients.
+/// running statistics updated). Returns the mean cross-entropy; the gradients are left in the
+/// workspace ([`WorkspaceHandle::gradients`]).
 pub fn loss_and_gradients(
     model: &mut NativeMlp,
     x: &[f32],
     y: &[u32],
     ws: &mut WorkspaceHandle,
-) -> (f32, Gradients) {
-    let ws = &mut ws.0;
+) -> f32 {
     let cfg = model.cfg.clone();
     let rows = y.len();
-    ws.inputs.resize(cfg.depth + 1, Vec::new());
+    ws.inputs.resize(cfg.depth + 2, Vec::new());
     ws.normalized.resize(cfg.depth, Vec::new());
     ws.inv_std.resize(cfg.depth, Vec::new());
     ws.inputs[0].clear();
     ws.inputs[0].extend_from_slice(x);
     for layer in 0..=cfg.depth {
         let (i, o) = (fan_in(&cfg, layer), fan_out(&cfg, layer));
-        let mut z = vec![0.0; rows * o];
+        let mut z = std::mem::take(&mut ws.inputs[layer + 1]);
+        z.resize(rows * o, 0.0);
         linear(
             &ws.inputs[layer],
             rows,
@@ -358,28 +391,33 @@ pub fn loss_and_gradients(
             o,
             &mut z,
         );
-        if layer == cfg.depth {
-            ws.logits = z;
-            break;
-        }
-        if cfg.batch_norm {
-            let (normalized, inv_std) = batch_norm_train(&mut z, rows, o, model, layer);
-            ws.normalized[layer] = normalized;
-            ws.inv_std[layer] = inv_std;
-        }
-        if cfg.residual && layer > 0 {
-            for (zv, hv) in z.iter_mut().zip(&ws.inputs[layer]) {
-                *zv += hv;
+        if layer < cfg.depth {
+            if cfg.batch_norm {
+                batch_norm_train(
+                    &mut z,
+                    rows,
+                    o,
+                    model,
+                    layer,
+                    &mut ws.normalized[layer],
+                    &mut ws.inv_std[layer],
+                );
             }
+            if cfg.residual && layer > 0 {
+                for (zv, hv) in z.iter_mut().zip(&ws.inputs[layer]) {
+                    *zv += hv;
+                }
+            }
+            activate(cfg.activation, &mut z);
         }
-        activate(cfg.activation, &mut z);
         ws.inputs[layer + 1] = z;
     }
 
-    // Softmax cross-entropy, averaged over the batch.
+    // Softmax cross-entropy, averaged over the batch; `g` becomes dL/dlogits.
     let classes = cfg.classes;
     let mut loss = 0.0f64;
-    let mut g = std::mem::take(&mut ws.logits);
+    let mut g = std::mem::take(&mut ws.inputs[cfg.depth + 1]);
+    let inv_rows = 1.0 / rows as f32;
     for (row, &label) in g.chunks_mut(classes).zip(y) {
         let label = label as usize;
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -391,54 +429,73 @@ pub fn loss_and_gradients(
             sum += *v;
         }
         loss += (sum.ln() + max - logit) as f64;
+        let scale = inv_rows / sum;
         for v in row.iter_mut() {
-            *v /= sum * rows as f32;
+            *v *= scale;
         }
-        row[label] -= 1.0 / rows as f32;
+        row[label] -= inv_rows;
     }
 
-    let mut grads = Gradients {
-        weights: vec![Vec::new(); cfg.depth + 1],
-        biases: vec![Vec::new(); cfg.depth + 1],
-        gammas: vec![Vec::new(); model.gammas.len()],
-        betas: vec![Vec::new(); model.betas.len()],
-    };
-    // The output layer: `g` is dL/dlogits.
-    let mut dh = weight_gradients(&mut grads, model, &ws.inputs, cfg.depth, &g, rows, true);
+    let mut grads = ws.grads.take().unwrap_or_else(Gradients::empty);
+    grads.resize(&cfg, model.gammas.len());
+    let mut dh = std::mem::take(&mut ws.dh);
+    let mut dpre = std::mem::take(&mut ws.dpre);
+    // The output layer.
+    weight_gradients(
+        &mut grads,
+        model,
+        &ws.inputs,
+        cfg.depth,
+        &g,
+        rows,
+        Some(&mut dh),
+    );
     // Hidden layer j: z = h_j·Wᵀ + b, pre = bn(z) (+ h_j in a residual block), h_{j+1} = act(pre).
     for j in (0..cfg.depth).rev() {
-        let Some(mut dpre) = dh.take() else { break };
+        std::mem::swap(&mut dh, &mut dpre);
         activation_backward(cfg.activation, &ws.inputs[j + 1], &mut dpre);
         let residual = cfg.residual && j > 0;
-        let mut dz = if residual {
-            dpre.clone()
-        } else {
-            std::mem::take(&mut dpre)
-        };
+        let mut dz = std::mem::take(&mut g);
+        dz.clear();
+        dz.extend_from_slice(&dpre);
         if cfg.batch_norm {
-            let (dgamma, dbeta) = batch_norm_backward(
+            batch_norm_backward(
                 &mut dz,
                 rows,
                 cfg.width,
                 &ws.normalized[j],
                 &ws.inv_std[j],
                 &model.gammas[j],
+                &mut grads.gammas[j],
+                &mut grads.betas[j],
             );
-            grads.gammas[j] = dgamma;
-            grads.betas[j] = dbeta;
         }
-        dh = weight_gradients(&mut grads, model, &ws.inputs, j, &dz, rows, j > 0);
-        if residual && let Some(dh) = dh.as_mut() {
+        let want_input = j > 0;
+        weight_gradients(
+            &mut grads,
+            model,
+            &ws.inputs,
+            j,
+            &dz,
+            rows,
+            want_input.then_some(&mut dh),
+        );
+        if residual {
             // The block's input also reaches its output directly.
             for (d, p) in dh.iter_mut().zip(&dpre) {
                 *d += p;
             }
         }
+        g = dz;
     }
-    (loss as f32 / rows as f32, grads)
+    ws.inputs[cfg.depth + 1] = g;
+    ws.dh = dh;
+    ws.dpre = dpre;
+    ws.grads = Some(grads);
+    loss as f32 * inv_rows
 }
 
-/// Stores dW and db of `layer` from `dz` (dL/dz, rows × out); returns dL/d(input) if asked.
+/// Stores dW and db of `layer` from `dz` (dL/dz, rows × out), and dL/d(input) into `dh` if given.
 fn weight_gradients(
     grads: &mut Gradients,
     model: &NativeMlp,
@@ -446,12 +503,12 @@ fn weight_gradients(
     layer: usize,
     dz: &[f32],
     rows: usize,
-    want_input_gradient: bool,
-) -> Option<Vec<f32>> {
+    dh: Option<&mut Vec<f32>>,
+) {
     let (i, o) = (fan_in(&model.cfg, layer), fan_out(&model.cfg, layer));
     let h = &inputs[layer];
-    let mut dw = vec![0.0f32; o * i];
-    // SAFETY: dz is rows×o (read transposed), h rows×i, dw o×i.
+    let dw = &mut grads.weights[layer];
+    // SAFETY: dz is rows×o (read transposed), h rows×i, dw o×i (overwritten: beta = 0).
     unsafe {
         matrixmultiply::sgemm(
             o,
@@ -470,43 +527,36 @@ fn weight_gradients(
             1,
         );
     }
-    let mut db = vec![0.0f32; o];
+    let db = &mut grads.biases[layer];
+    db.fill(0.0);
     for row in dz.chunks(o) {
         for (d, v) in db.iter_mut().zip(row) {
             *d += v;
         }
     }
-    grads.weights[layer] = dw;
-    grads.biases[layer] = db;
-    if !want_input_gradient {
-        return None;
+    if let Some(dh) = dh {
+        dh.resize(rows * i, 0.0);
+        // SAFETY: dz is rows×o, W o×i, dh rows×i (overwritten: beta = 0).
+        unsafe {
+            matrixmultiply::sgemm(
+                rows,
+                o,
+                i,
+                1.0,
+                dz.as_ptr(),
+                o as isize,
+                1,
+                model.weights[layer].as_ptr(),
+                i as isize,
+                1,
+                0.0,
+                dh.as_mut_ptr(),
+                i as isize,
+                1,
+            );
+        }
     }
-    let mut dh = vec![0.0f32; rows * i];
-    // SAFETY: dz is rows×o, W o×i, dh rows×i.
-    unsafe {
-        matrixmultiply::sgemm(
-            rows,
-            o,
-            i,
-            1.0,
-            dz.as_ptr(),
-            o as isize,
-            1,
-            model.weights[layer].as_ptr(),
-            i as isize,
-            1,
-            0.0,
-            dh.as_mut_ptr(),
-            i as isize,
-            1,
-        );
-    }
-    Some(dh)
 }
-
-/// Opaque reusable buffers for [`loss_and_gradients`].
-#[derive(Default)]
-pub struct WorkspaceHandle(Workspace);
 
 fn batch_norm_train(
     z: &mut [f32],
@@ -514,7 +564,9 @@ fn batch_norm_train(
     width: usize,
     model: &mut NativeMlp,
     layer: usize,
-) -> (Vec<f32>, Vec<f32>) {
+    normalized: &mut Vec<f32>,
+    inv_std: &mut Vec<f32>,
+) {
     let mut mean = vec![0.0f32; width];
     for row in z.chunks(width) {
         for (m, v) in mean.iter_mut().zip(row) {
@@ -530,8 +582,9 @@ fn batch_norm_train(
         }
     }
     var.iter_mut().for_each(|v| *v /= rows as f32);
-    let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()).collect();
-    let mut normalized = vec![0.0f32; z.len()];
+    inv_std.clear();
+    inv_std.extend(var.iter().map(|v| 1.0 / (v + BN_EPS).sqrt()));
+    normalized.resize(z.len(), 0.0);
     let (gamma, beta) = (&model.gammas[layer], &model.betas[layer]);
     for (row, nrow) in z.chunks_mut(width).zip(normalized.chunks_mut(width)) {
         for c in 0..width {
@@ -550,10 +603,10 @@ fn batch_norm_train(
         let rv = &mut model.running_vars[layer][c];
         *rv = (1.0 - BN_MOMENTUM) * *rv + BN_MOMENTUM * var[c] * unbiased;
     }
-    (normalized, inv_std)
 }
 
-/// Turns dL/dy into dL/dz in place (y = γ·ẑ + β, ẑ = (z − μ)/σ); returns (dγ, dβ).
+/// Turns dL/dy into dL/dz in place (y = γ·ẑ + β, ẑ = (z − μ)/σ), storing dγ and dβ.
+#[allow(clippy::too_many_arguments)]
 fn batch_norm_backward(
     dy: &mut [f32],
     rows: usize,
@@ -561,9 +614,13 @@ fn batch_norm_backward(
     normalized: &[f32],
     inv_std: &[f32],
     gamma: &[f32],
-) -> (Vec<f32>, Vec<f32>) {
-    let mut dgamma = vec![0.0f32; width];
-    let mut dbeta = vec![0.0f32; width];
+    dgamma: &mut Vec<f32>,
+    dbeta: &mut Vec<f32>,
+) {
+    dgamma.clear();
+    dgamma.resize(width, 0.0);
+    dbeta.clear();
+    dbeta.resize(width, 0.0);
     for (drow, nrow) in dy.chunks(width).zip(normalized.chunks(width)) {
         for c in 0..width {
             dgamma[c] += drow[c] * nrow[c];
@@ -576,7 +633,6 @@ fn batch_norm_backward(
             drow[c] = gamma[c] * inv_std[c] / n * (n * drow[c] - dbeta[c] - nrow[c] * dgamma[c]);
         }
     }
-    (dgamma, dbeta)
 }
 
 /// Adam (PyTorch's, with L2 weight decay added to the gradient) or SGD with momentum.
@@ -620,11 +676,19 @@ impl OptimizerState {
         {
             match self.kind {
                 Optimizer::Adam => {
-                    for j in 0..param.len() {
-                        let g = grad[j] + wd * param[j];
-                        m[j] = beta1 * m[j] + (1.0 - beta1) * g;
-                        v[j] = beta2 * v[j] + (1.0 - beta2) * g * g;
-                        param[j] -= lr * (m[j] / bias1) / ((v[j] / bias2).sqrt() + eps);
+                    // PyTorch's form: p -= lr/bias1 · m / (√v/√bias2 + ε); zipped so that it vectorises.
+                    let step_size = lr / bias1;
+                    let inv_sqrt_bias2 = 1.0 / bias2.sqrt();
+                    for (((p, &g), m), v) in param
+                        .iter_mut()
+                        .zip(grad.iter())
+                        .zip(m.iter_mut())
+                        .zip(v.iter_mut())
+                    {
+                        let g = g + wd * *p;
+                        *m = beta1 * *m + (1.0 - beta1) * g;
+                        *v = beta2 * *v + (1.0 - beta2) * g * g;
+                        *p -= step_size * *m / (v.sqrt() * inv_sqrt_bias2 + eps);
                     }
                 }
                 Optimizer::Sgd { momentum } => {
@@ -689,7 +753,8 @@ pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<Tr
                 xb.extend_from_slice(&data.x[i * dim..(i + 1) * dim]);
                 yb.push(data.y[i]);
             }
-            let (loss, mut grads) = loss_and_gradients(&mut model, &xb, &yb, &mut workspace);
+            let loss = loss_and_gradients(&mut model, &xb, &yb, &mut workspace);
+            let grads = workspace.gradients();
             step_losses.push(loss);
             if !loss.is_finite() {
                 diverged = true;
@@ -703,7 +768,7 @@ pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<Tr
             if let Some(limit) = cfg.grad_clip {
                 grads.clip_global_norm(limit);
             }
-            optimizer.step(&mut model, &grads, lr);
+            optimizer.step(&mut model, grads, lr);
             batches += 1;
             if b % 2000 == 1999 {
                 hooks.progress(format!(
@@ -843,11 +908,11 @@ mod tests {
             let (x, y) = batch();
             let loss_of = |m: &NativeMlp| {
                 let mut m = m.clone();
-                loss_and_gradients(&mut m, &x, &y, &mut WorkspaceHandle::default()).0 as f64
+                loss_and_gradients(&mut m, &x, &y, &mut WorkspaceHandle::default()) as f64
             };
-            let (_, grads) =
-                loss_and_gradients(&mut model.clone(), &x, &y, &mut WorkspaceHandle::default());
-            let analytic: Vec<f32> = grads.all().flatten().copied().collect();
+            let mut ws = WorkspaceHandle::default();
+            loss_and_gradients(&mut model.clone(), &x, &y, &mut ws);
+            let analytic: Vec<f32> = ws.gradients().all().flatten().copied().collect();
             let n_params = model.trainable().iter().map(|p| p.len()).sum::<usize>();
             assert_eq!(analytic.len(), n_params);
             let h = 1e-2f32;

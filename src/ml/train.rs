@@ -411,8 +411,9 @@ mod tests {
                 .map(|i| ((i * 29 % 13) as f32 - 6.0) / 4.0)
                 .collect();
             let y: Vec<u32> = vec![0, 1, 2, 3, 2, 1];
-            let (native_loss, native_grads) =
-                loss_and_gradients(&mut native, &x, &y, &mut WorkspaceHandle::default());
+            let mut workspace = WorkspaceHandle::default();
+            let native_loss = loss_and_gradients(&mut native, &x, &y, &mut workspace);
+            let native_grads = workspace.gradients();
 
             let xt = Tensor::<2>::from_data(TensorData::new(x.clone(), [6, 3]), &device);
             let labels: Vec<i64> = y.iter().map(|&c| c as i64).collect();
