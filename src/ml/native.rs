@@ -15,11 +15,10 @@ use anyhow::{Context, Result, bail};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use std::time::Instant;
-
 use super::mlp::{Activation, MlpConfig};
-use super::train::{Hooks, Optimizer, Splits, TrainConfig, TrainOutput, TrainedModel};
-use crate::artifacts::EpochRecord;
+use super::train::{
+    Hooks, Optimizer, Splits, Stepper, TrainConfig, TrainOutput, TrainedModel, run_loop,
+};
 use crate::datasets::Table;
 
 const BN_EPS: f32 = 1e-5;
@@ -708,116 +707,55 @@ impl OptimizerState {
     }
 }
 
-/// Trains with the native engine; the same loop as the burn one (same shuffling, records).
+/// Trains with the native engine, in the loop both engines share.
 pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<TrainOutput> {
-    if cfg.batch_size == 0 || cfg.eval_batch_size == 0 {
-        bail!("batch sizes must be at least 1");
-    }
-    let data = splits.train;
-    if data.is_empty() {
-        bail!("the training split is empty");
-    }
-    let mut model = NativeMlp::init(&cfg.model, cfg.seed);
+    let model = NativeMlp::init(&cfg.model, cfg.seed);
     let n_parameters = model.parameter_count();
-    let mut optimizer = OptimizerState::new(&model, cfg);
-    let mut workspace = WorkspaceHandle::default();
-    let (dim, n) = (data.dim(), data.len());
-    let steps_per_epoch = n.div_ceil(cfg.batch_size);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ super::train::SHUFFLE_SALT);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut epochs = Vec::with_capacity(cfg.epochs);
-    let mut step_losses = Vec::with_capacity(steps_per_epoch * cfg.epochs);
-    let mut diverged = false;
-    let mut xb = Vec::with_capacity(cfg.batch_size * dim);
-    let mut yb = Vec::with_capacity(cfg.batch_size);
-    for epoch in 0..cfg.epochs {
-        let lr = cfg.lr_at(epoch);
-        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
-        let started = Instant::now();
-        let mut grad_sums = vec![
-            0.0f64;
-            if cfg.record_grad_norms {
-                cfg.model.depth + 1
-            } else {
-                0
-            }
-        ];
-        let mut batches = 0usize;
-        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            if b % 64 == 0 && hooks.cancelled() {
-                bail!("interrupted");
-            }
-            xb.clear();
-            yb.clear();
-            for &i in chunk {
-                xb.extend_from_slice(&data.x[i * dim..(i + 1) * dim]);
-                yb.push(data.y[i]);
-            }
-            let loss = loss_and_gradients(&mut model, &xb, &yb, &mut workspace);
-            let grads = workspace.gradients();
-            step_losses.push(loss);
-            if !loss.is_finite() {
-                diverged = true;
-                break;
-            }
-            if cfg.record_grad_norms {
-                for (sum, g) in grad_sums.iter_mut().zip(grads.layer_squares()) {
-                    *sum += g;
-                }
-            }
-            if let Some(limit) = cfg.grad_clip {
-                grads.clip_global_norm(limit);
-            }
-            optimizer.step(&mut model, grads, lr);
-            batches += 1;
-            if b % 2000 == 1999 {
-                hooks.progress(format!(
-                    "epoch {}/{} step {}/{steps_per_epoch} loss {loss:.3}",
-                    epoch + 1,
-                    cfg.epochs,
-                    b + 1
-                ));
-            }
-        }
-        let train_time_s = started.elapsed().as_secs_f64();
-        let eval_started = Instant::now();
-        let (train_loss, train_acc) = evaluate(&model, splits.train, cfg.eval_batch_size);
-        let (validation_loss, validation_acc) =
-            evaluate(&model, splits.validation, cfg.eval_batch_size);
-        let (test_loss, test_acc) = evaluate(&model, splits.test, cfg.eval_batch_size);
-        epochs.push(EpochRecord {
-            epoch: epoch + 1,
-            lr,
-            train_loss,
-            train_acc,
-            validation_loss,
-            validation_acc,
-            test_loss,
-            test_acc,
-            train_time_s,
-            eval_time_s: eval_started.elapsed().as_secs_f64(),
-            grad_norms: grad_sums
-                .iter()
-                .map(|s| s / batches.max(1) as f64)
-                .collect(),
-        });
-        hooks.progress(format!(
-            "epoch {}/{} loss {train_loss:.3} val acc {validation_acc:.3}",
-            epoch + 1,
-            cfg.epochs
-        ));
-        if diverged {
-            break;
-        }
-    }
+    let optimizer = OptimizerState::new(&model, cfg);
+    let mut stepper = NativeStepper {
+        model,
+        optimizer,
+        workspace: WorkspaceHandle::default(),
+        grad_clip: cfg.grad_clip,
+    };
+    let record = run_loop(splits, cfg, hooks, &mut stepper)?;
     Ok(TrainOutput {
-        epochs,
-        step_losses,
-        steps_per_epoch,
-        diverged,
-        model: TrainedModel::Native(model),
+        epochs: record.epochs,
+        step_losses: record.step_losses,
+        steps_per_epoch: record.steps_per_epoch,
+        diverged: record.diverged,
+        model: TrainedModel::Native(stepper.model),
         n_parameters,
     })
+}
+
+struct NativeStepper {
+    model: NativeMlp,
+    optimizer: OptimizerState,
+    workspace: WorkspaceHandle,
+    grad_clip: Option<f64>,
+}
+
+impl Stepper for NativeStepper {
+    fn step(&mut self, x: &[f32], y: &[u32], lr: f64, grad_sums: &mut [f64]) -> Result<f32> {
+        let loss = loss_and_gradients(&mut self.model, x, y, &mut self.workspace);
+        if !loss.is_finite() {
+            return Ok(loss);
+        }
+        let grads = self.workspace.gradients();
+        for (sum, g) in grad_sums.iter_mut().zip(grads.layer_squares()) {
+            *sum += g;
+        }
+        if let Some(limit) = self.grad_clip {
+            grads.clip_global_norm(limit);
+        }
+        self.optimizer.step(&mut self.model, grads, lr);
+        Ok(loss)
+    }
+
+    fn evaluate(&self, table: &Table, batch_size: usize) -> Result<(f64, f64)> {
+        Ok(evaluate(&self.model, table, batch_size))
+    }
 }
 
 /// Per-sample mean cross-entropy and accuracy of a split (batch norm on running statistics).

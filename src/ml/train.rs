@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
@@ -108,18 +108,132 @@ pub struct Splits<'a> {
     pub test: &'a Table,
 }
 
-pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<TrainOutput> {
+/// One engine's side of the training loop.
+pub trait Stepper {
+    /// One optimisation step on a batch at learning rate `lr`; returns the batch's mean loss
+    /// (non-finite: the run diverged and the step was not applied). When `grad_sums` is not
+    /// empty, adds each linear layer's ‖∇W‖² + ‖∇b‖² to it.
+    fn step(&mut self, x: &[f32], y: &[u32], lr: f64, grad_sums: &mut [f64]) -> Result<f32>;
+    /// Per-sample mean cross-entropy and accuracy of a split, in evaluation mode.
+    fn evaluate(&self, table: &Table, batch_size: usize) -> Result<(f64, f64)>;
+}
+
+/// What the shared loop records.
+pub struct LoopRecord {
+    pub epochs: Vec<EpochRecord>,
+    pub step_losses: Vec<f32>,
+    pub steps_per_epoch: usize,
+    pub diverged: bool,
+}
+
+/// The training loop both engines share: seeded shuffling, batches, the learning-rate schedule,
+/// per-epoch evaluation of every split, timings, progress and cancellation.
+pub fn run_loop(
+    splits: &Splits,
+    cfg: &TrainConfig,
+    hooks: &dyn Hooks,
+    stepper: &mut dyn Stepper,
+) -> Result<LoopRecord> {
     if cfg.batch_size == 0 || cfg.eval_batch_size == 0 {
         bail!("batch sizes must be at least 1");
     }
-    if splits.train.is_empty() {
+    let train = splits.train;
+    if train.is_empty() {
         bail!("the training split is empty");
     }
+    let (dim, n) = (train.dim(), train.len());
+    let steps_per_epoch = n.div_ceil(cfg.batch_size);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ SHUFFLE_SALT);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut epochs = Vec::with_capacity(cfg.epochs);
+    let mut step_losses = Vec::with_capacity(steps_per_epoch * cfg.epochs);
+    let mut diverged = false;
+    let mut xb = Vec::with_capacity(cfg.batch_size * dim);
+    let mut yb = Vec::with_capacity(cfg.batch_size);
+    for epoch in 0..cfg.epochs {
+        let lr = cfg.lr_at(epoch);
+        order.shuffle(&mut rng);
+        let started = Instant::now();
+        let mut grad_sums = vec![
+            0.0f64;
+            if cfg.record_grad_norms {
+                cfg.model.depth + 1
+            } else {
+                0
+            }
+        ];
+        let mut batches = 0usize;
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            if b % 64 == 0 && hooks.cancelled() {
+                bail!("interrupted");
+            }
+            xb.clear();
+            yb.clear();
+            for &i in chunk {
+                xb.extend_from_slice(&train.x[i * dim..(i + 1) * dim]);
+                yb.push(train.y[i]);
+            }
+            let loss = stepper.step(&xb, &yb, lr, &mut grad_sums)?;
+            step_losses.push(loss);
+            if !loss.is_finite() {
+                diverged = true;
+                break;
+            }
+            batches += 1;
+            if b % 2000 == 1999 {
+                hooks.progress(format!(
+                    "epoch {}/{} step {}/{steps_per_epoch} loss {loss:.3}",
+                    epoch + 1,
+                    cfg.epochs,
+                    b + 1
+                ));
+            }
+        }
+        let train_time_s = started.elapsed().as_secs_f64();
+        let eval_started = Instant::now();
+        let (train_loss, train_acc) = stepper.evaluate(splits.train, cfg.eval_batch_size)?;
+        let (validation_loss, validation_acc) =
+            stepper.evaluate(splits.validation, cfg.eval_batch_size)?;
+        let (test_loss, test_acc) = stepper.evaluate(splits.test, cfg.eval_batch_size)?;
+        epochs.push(EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss,
+            train_acc,
+            validation_loss,
+            validation_acc,
+            test_loss,
+            test_acc,
+            train_time_s,
+            eval_time_s: eval_started.elapsed().as_secs_f64(),
+            grad_norms: grad_sums
+                .iter()
+                .map(|s| s / batches.max(1) as f64)
+                .collect(),
+        });
+        hooks.progress(format!(
+            "epoch {}/{} loss {train_loss:.3} val acc {validation_acc:.3}",
+            epoch + 1,
+            cfg.epochs
+        ));
+        if diverged {
+            break;
+        }
+    }
+    Ok(LoopRecord {
+        epochs,
+        step_losses,
+        steps_per_epoch,
+        diverged,
+    })
+}
+
+/// Trains with burn (Flex CPU backend, autodiff).
+pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<TrainOutput> {
     let device = Device::flex().autodiff();
-    let eval_device = device.clone().inner();
-    let mut model = super::seeded(&device, cfg.seed, || Mlp::new(&cfg.model, &device));
+    let model = super::seeded(&device, cfg.seed, || Mlp::new(&cfg.model, &device));
     let n_parameters = model.parameter_count();
-    let mut optim: ModuleOptimizer = match cfg.optimizer {
+    let optim: ModuleOptimizer = match cfg.optimizer {
         Optimizer::Adam => {
             let mut adam = AdamConfig::new().with_epsilon(1e-8);
             if cfg.weight_decay > 0.0 {
@@ -143,135 +257,89 @@ pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<Tr
             sgd.init()
         }
     };
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let train = splits.train;
-    let dim = train.dim();
-    let n = train.len();
-    let steps_per_epoch = n.div_ceil(cfg.batch_size);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ SHUFFLE_SALT);
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut epochs = Vec::with_capacity(cfg.epochs);
-    let mut step_losses = Vec::with_capacity(steps_per_epoch * cfg.epochs);
-    let mut diverged = false;
-    let mut xb = Vec::with_capacity(cfg.batch_size * dim);
-    let mut yb = Vec::with_capacity(cfg.batch_size);
-
-    for epoch in 0..cfg.epochs {
-        let lr = cfg.lr_at(epoch);
-        order.shuffle(&mut rng);
-        let started = Instant::now();
-        let mut grad_sums = vec![
-            0.0f64;
-            if cfg.record_grad_norms {
-                model.layers.len()
-            } else {
-                0
-            }
-        ];
-        let mut batches = 0usize;
-        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            if hooks.cancelled() {
-                bail!("interrupted");
-            }
-            xb.clear();
-            yb.clear();
-            for &i in chunk {
-                xb.extend_from_slice(&train.x[i * dim..(i + 1) * dim]);
-                yb.push(train.y[i] as i64);
-            }
-            let x =
-                Tensor::<2>::from_data(TensorData::new(xb.clone(), [chunk.len(), dim]), &device);
-            let y =
-                Tensor::<1, Int>::from_data(TensorData::new(yb.clone(), [chunk.len()]), &device);
-            let loss = loss_fn.forward(model.forward(x, &cfg.model), y);
-            let loss_value: f32 = loss.clone().into_scalar::<f32>();
-            step_losses.push(loss_value);
-            if !loss_value.is_finite() {
-                diverged = true;
-                break;
-            }
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            if cfg.record_grad_norms {
-                for (sum, g) in grad_sums
-                    .iter_mut()
-                    .zip(layer_grad_squares(&model, &grads)?)
-                {
-                    *sum += g as f64;
-                }
-            }
-            if let Some(limit) = cfg.grad_clip {
-                clip_global_norm(&model, &mut grads, limit as f32);
-            }
-            model = optim.step(lr, model, grads);
-            batches += 1;
-            if b % 200 == 199 {
-                hooks.progress(format!(
-                    "epoch {}/{} step {}/{steps_per_epoch} loss {loss_value:.3}",
-                    epoch + 1,
-                    cfg.epochs,
-                    b + 1
-                ));
-            }
-        }
-        let train_time_s = started.elapsed().as_secs_f64();
-        let eval_started = Instant::now();
-        let eval_model = model.valid();
-        let (train_loss, train_acc) = evaluate(
-            &eval_model,
-            &cfg.model,
-            splits.train,
-            cfg.eval_batch_size,
-            &eval_device,
-        );
-        let (validation_loss, validation_acc) = evaluate(
-            &eval_model,
-            &cfg.model,
-            splits.validation,
-            cfg.eval_batch_size,
-            &eval_device,
-        );
-        let (test_loss, test_acc) = evaluate(
-            &eval_model,
-            &cfg.model,
-            splits.test,
-            cfg.eval_batch_size,
-            &eval_device,
-        );
-        let eval_time_s = eval_started.elapsed().as_secs_f64();
-        let grad_norms = grad_sums
-            .iter()
-            .map(|s| s / batches.max(1) as f64)
-            .collect();
-        epochs.push(EpochRecord {
-            epoch: epoch + 1,
-            lr,
-            train_loss,
-            train_acc,
-            validation_loss,
-            validation_acc,
-            test_loss,
-            test_acc,
-            train_time_s,
-            eval_time_s,
-            grad_norms,
-        });
-        hooks.progress(format!(
-            "epoch {}/{} loss {train_loss:.3} val acc {validation_acc:.3}",
-            epoch + 1,
-            cfg.epochs
-        ));
-        if diverged {
-            break;
-        }
-    }
+    let mut stepper = BurnStepper {
+        model: Some(model),
+        optim,
+        loss_fn: CrossEntropyLossConfig::new().init(&device),
+        eval_device: device.clone().inner(),
+        device,
+        cfg: cfg.model.clone(),
+        grad_clip: cfg.grad_clip,
+    };
+    let record = run_loop(splits, cfg, hooks, &mut stepper)?;
+    let model = stepper
+        .model
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("the model was lost in a failed step"))?;
     Ok(TrainOutput {
-        epochs,
-        step_losses,
-        steps_per_epoch,
-        diverged,
+        epochs: record.epochs,
+        step_losses: record.step_losses,
+        steps_per_epoch: record.steps_per_epoch,
+        diverged: record.diverged,
         model: TrainedModel::Burn(model.valid()),
         n_parameters,
     })
+}
+
+struct BurnStepper {
+    /// Taken out for each optimiser step (burn's `step` consumes the module).
+    model: Option<Mlp>,
+    optim: ModuleOptimizer,
+    loss_fn: CrossEntropyLoss,
+    device: Device,
+    eval_device: Device,
+    cfg: MlpConfig,
+    grad_clip: Option<f64>,
+}
+
+impl Stepper for BurnStepper {
+    fn step(&mut self, x: &[f32], y: &[u32], lr: f64, grad_sums: &mut [f64]) -> Result<f32> {
+        let model = self
+            .model
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("the model was lost in a failed step"))?;
+        let rows = y.len();
+        let xt = Tensor::<2>::from_data(
+            TensorData::new(x.to_vec(), [rows, x.len() / rows.max(1)]),
+            &self.device,
+        );
+        let labels: Vec<i64> = y.iter().map(|&c| c as i64).collect();
+        let yt = Tensor::<1, Int>::from_data(TensorData::new(labels, [rows]), &self.device);
+        let loss = self.loss_fn.forward(model.forward(xt, &self.cfg), yt);
+        let loss_value: f32 = loss.clone().into_scalar::<f32>();
+        if !loss_value.is_finite() {
+            self.model = Some(model);
+            return Ok(loss_value);
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if !grad_sums.is_empty() {
+            for (sum, g) in grad_sums
+                .iter_mut()
+                .zip(layer_grad_squares(&model, &grads)?)
+            {
+                *sum += g as f64;
+            }
+        }
+        if let Some(limit) = self.grad_clip {
+            clip_global_norm(&model, &mut grads, limit as f32);
+        }
+        self.model = Some(self.optim.step(lr, model, grads));
+        Ok(loss_value)
+    }
+
+    fn evaluate(&self, table: &Table, batch_size: usize) -> Result<(f64, f64)> {
+        let model = self
+            .model
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the model was lost in a failed step"))?;
+        Ok(evaluate(
+            &model.valid(),
+            &self.cfg,
+            table,
+            batch_size,
+            &self.eval_device,
+        ))
+    }
 }
 
 /// Per-sample mean cross-entropy and accuracy of a split.

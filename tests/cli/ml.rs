@@ -459,3 +459,20 @@ fn ctrl_c_stops_a_training_in_its_own_process_promptly() {
         "the interrupted attempt was cleaned up"
     );
 }
+
+#[test]
+fn the_burn_engine_trains_too_and_its_model_feeds_a_decision_boundary() {
+    let p = Project::new();
+    let yaml = format!(
+        "{}  boundary:\n    op: plot.decision_boundary\n    inputs: {{models: [model], data: europe}}\n    params: {{resolution: 40}}\n",
+        train_yaml(", engine: burn")
+    );
+    p.write("p.yaml", &yaml);
+    p.run(&["run", "p.yaml"]).ok();
+    let run = json(&out_dir(&p, "p.yaml", "model").join("run.json"));
+    let epochs = run["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3);
+    assert!(epochs[2]["train_loss"].as_f64().unwrap() < epochs[0]["train_loss"].as_f64().unwrap());
+    assert_eq!(run["params"]["engine"], "burn");
+    assert!(p.path().join("results/boundary/plot.png").exists());
+}
