@@ -163,23 +163,49 @@ impl Dataset {
     }
 }
 
+/// JSON has no NaN (serde_json writes it as null): read null back as NaN (a diverged run's loss,
+/// a metric a run does not have).
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+fn nulls_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    Ok(Vec::<Option<f64>>::deserialize(d)?
+        .into_iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
+}
+
 /// One epoch of a training run; losses and accuracies are per-sample averages.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct EpochRecord {
     pub epoch: usize,
+    #[serde(deserialize_with = "null_as_nan")]
     pub lr: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub train_acc: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub validation_loss: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub validation_acc: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_loss: f64,
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_acc: f64,
     /// Wall time of the epoch's training steps.
+    #[serde(deserialize_with = "null_as_nan")]
     pub train_time_s: f64,
     /// Wall time of evaluating the three splits after the epoch.
+    #[serde(deserialize_with = "null_as_nan")]
     pub eval_time_s: f64,
     /// Per linear layer, ‖∇W‖² + ‖∇b‖² averaged over the epoch's batches (when recorded).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "nulls_as_nan"
+    )]
     pub grad_norms: Vec<f64>,
 }
 
@@ -362,6 +388,20 @@ mod tests {
     }
 
     #[test]
+    fn nan_survives_a_round_trip_through_json() {
+        let e = EpochRecord {
+            train_loss: f64::NAN,
+            grad_norms: vec![f64::NAN, 1.0],
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        let back: EpochRecord = serde_json::from_str(&text).unwrap();
+        assert!(
+            back.train_loss.is_nan() && back.grad_norms[0].is_nan() && back.grad_norms[1] == 1.0
+        );
+    }
+
+    #[test]
     fn metric_aliases() {
         let e = EpochRecord {
             validation_acc: 0.9,
@@ -434,4 +474,122 @@ pub fn describe_params(runs: &[&RunRecord]) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// An image dataset folder: `images.json` (size, classes, normalisation, files per split) and
+/// `{train,val,test}.u8` (each image's RGB bytes, channel-major, after resize and crop).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageMeta {
+    pub size: usize,
+    pub classes: Vec<String>,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Per split (train, val, test): each image's path relative to the split folder.
+    pub files: [Vec<String>; 3],
+    pub labels: [Vec<u32>; 3],
+    pub skipped: usize,
+    pub source: String,
+}
+
+pub const IMAGE_SPLITS: [&str; 3] = ["train", "val", "test"];
+
+pub struct ImageDataset {
+    pub meta: ImageMeta,
+    /// Per split: n × 3 × size × size bytes.
+    pub bytes: [Vec<u8>; 3],
+}
+
+impl ImageDataset {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        fs::write(
+            dir.join("images.json"),
+            serde_json::to_vec_pretty(&self.meta)?,
+        )
+        .context("writing images.json")?;
+        for (name, bytes) in IMAGE_SPLITS.iter().zip(&self.bytes) {
+            fs::write(dir.join(format!("{name}.u8")), bytes)
+                .with_context(|| format!("writing {name}.u8"))?;
+        }
+        Ok(())
+    }
+
+    pub fn read(dir: &Path) -> Result<ImageDataset> {
+        let path = dir.join("images.json");
+        let text = fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (is the input an image stage such as data.images?)",
+                path.display()
+            )
+        })?;
+        let meta: ImageMeta =
+            serde_json::from_slice(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let per = 3 * meta.size * meta.size;
+        let mut bytes: [Vec<u8>; 3] = Default::default();
+        for (i, name) in IMAGE_SPLITS.iter().enumerate() {
+            let p = dir.join(format!("{name}.u8"));
+            bytes[i] = fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+            if bytes[i].len() != meta.labels[i].len() * per {
+                bail!(
+                    "{} holds {} bytes, expected {} images of {per}",
+                    p.display(),
+                    bytes[i].len(),
+                    meta.labels[i].len()
+                );
+            }
+        }
+        Ok(ImageDataset { meta, bytes })
+    }
+
+    /// The normalised pixels of a split, n × 3 × size × size.
+    pub fn normalised(&self, split: usize) -> Vec<f32> {
+        let plane = self.meta.size * self.meta.size;
+        self.bytes[split]
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| {
+                let c = (i / plane) % 3;
+                (b as f32 / 255.0 - self.meta.mean[c]) / self.meta.std[c]
+            })
+            .collect()
+    }
+
+    /// RGB (interleaved) bytes of one image, for figures.
+    pub fn rgb(&self, split: usize, index: usize) -> Vec<u8> {
+        let plane = self.meta.size * self.meta.size;
+        let image = &self.bytes[split][index * 3 * plane..(index + 1) * 3 * plane];
+        (0..plane)
+            .flat_map(|p| [image[p], image[plane + p], image[2 * plane + p]])
+            .collect()
+    }
+}
+
+/// Per-image test predictions of a binary classifier: `predictions.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Predictions {
+    pub files: Vec<String>,
+    pub labels: Vec<u32>,
+    /// P(class 1) per test image.
+    pub probabilities: Vec<f32>,
+}
+
+impl Predictions {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        fs::write(dir.join("predictions.json"), serde_json::to_vec(self)?)
+            .context("writing predictions.json")
+    }
+
+    pub fn read(dir: &Path) -> Result<Predictions> {
+        let path = dir.join("predictions.json");
+        let bytes = fs::read(&path).with_context(|| {
+            format!(
+                "reading {} (is the input a section-7 model?)",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    pub fn correct(&self, i: usize) -> bool {
+        (self.probabilities[i] > 0.5) == (self.labels[i] == 1)
+    }
 }

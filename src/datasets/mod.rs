@@ -1,9 +1,13 @@
 //! Tabular classification datasets: a [`Table`] of `f32` features and `u32` labels, the CSV
 //! reader and writer for the course's "Europe" splits ([`read_csv`], [`write_csv`]), and
 //! [`synthetic_map`], a seeded generator of a Europe-like map with the same schema, size and
-//! difficulty, which serves as the default dataset when the real one is not at hand.
+//! difficulty, which serves as the default dataset when the real one is not at hand. Images:
+//! [`images`] loads the ImageFolder layout, [`faces`] generates the default real-vs-fake set and
+//! the pretraining source task.
 
 mod europe;
+pub mod faces;
+pub mod images;
 mod synthetic_map;
 
 pub use europe::{read_csv, write_csv};

@@ -8,8 +8,12 @@
 //! train, `.inner()` to evaluate). Flex runs its parallel kernels on rayon's *current* pool, so a
 //! stage's thread budget is honoured by running it inside [`with_threads`].
 
+pub mod boosting;
+pub mod cnn;
+pub mod logistic;
 pub mod mlp;
 pub mod native;
+pub mod resnet;
 pub mod train;
 
 use std::sync::Mutex;

@@ -6,19 +6,27 @@
 //! parameters, its input directories, a fresh output directory, a thread budget, a device, a
 //! progress sink and a cancel flag, and writes only into its output directory.
 
+mod baselines;
+mod boosting;
 mod data_csv;
+mod data_images;
+mod image_grid;
+mod logistic;
 mod params;
 mod plot_boundary;
 mod plot_curves;
 mod plot_grad_norms;
 mod plot_vs_param;
+mod pretrain;
 mod report;
 mod runs;
 mod select;
 mod shell;
 mod sine;
+mod synthetic_faces;
 mod synthetic_map;
 mod table;
+mod train_cnn;
 mod train_mlp;
 
 use std::path::{Path, PathBuf};
@@ -193,6 +201,13 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &plot_vs_param::PlotVsParam,
         &plot_boundary::PlotBoundary,
         &plot_grad_norms::PlotGradNorms,
+        &synthetic_faces::SyntheticFaces,
+        &data_images::DataImages,
+        &pretrain::Pretrain,
+        &train_cnn::TrainCnn,
+        &boosting::Boosting,
+        &logistic::Logistic,
+        &image_grid::ImageGrid,
         &report::Report,
     ];
     OPS

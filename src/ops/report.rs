@@ -174,6 +174,16 @@ img{max-width:100%;border:1px solid #ddd;margin:.5em 0}table{border-collapse:col
 td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th{background:#f4f4f4}\
 .reading{font-style:italic}.params{color:#555;font-size:.9em}section{margin-bottom:2em}";
 
+/// `**(best…)**` → `<b>(best…)</b>`.
+fn bold_marks(s: &str) -> String {
+    match (s.find("**("), s.rfind(")**")) {
+        (Some(a), Some(b)) if b > a => {
+            format!("{}<b>{}</b>{}", &s[..a], &s[a + 2..b + 1], &s[b + 3..])
+        }
+        _ => s.to_string(),
+    }
+}
+
 fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -217,9 +227,7 @@ fn markdown_table_to_html(md: &str) -> String {
         } else {
             html.push_str("<tr>");
             for c in &cells {
-                let text = escape(c)
-                    .replace("**(best)**", "<b>(best)</b>")
-                    .replace("*(worst)*", "<i>(worst)</i>");
+                let text = bold_marks(&escape(c)).replace("*(worst)*", "<i>(worst)</i>");
                 let _ = write!(html, "<td>{text}</td>");
             }
             html.push_str("</tr>\n");

@@ -68,6 +68,56 @@ pub fn downsample(values: &[f64], max_points: usize) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Writes what every section-7 model stage produces: `run.json` (with `baseline` among the
+/// parameters, for grouping in tables), `steps.json`, `metrics.json` and `predictions.json`.
+#[allow(clippy::too_many_arguments)]
+pub fn write_binary_run(
+    ctx: &super::OpContext,
+    baseline: &str,
+    epochs: Vec<crate::artifacts::EpochRecord>,
+    step_losses: &[f32],
+    steps_per_epoch: usize,
+    diverged: bool,
+    n_parameters: usize,
+    predictions: &crate::artifacts::Predictions,
+    data: &str,
+) -> Result<()> {
+    use serde_json::{Value, json};
+    let mut params = ctx.params.0.clone();
+    params.insert("baseline".into(), Value::String(baseline.to_string()));
+    let record = RunRecord {
+        params,
+        steps_per_epoch,
+        epochs,
+        diverged,
+        data: data.to_string(),
+        n_parameters,
+    };
+    record.write(ctx.out_dir)?;
+    crate::artifacts::write_steps(ctx.out_dir, step_losses)?;
+    predictions.write(ctx.out_dir)?;
+    let mut metrics = serde_json::Map::new();
+    if let Some(last) = record.last() {
+        for name in [
+            "train_loss",
+            "train_acc",
+            "validation_loss",
+            "validation_acc",
+            "test_loss",
+            "test_acc",
+        ] {
+            let v = last.metric(name).unwrap_or(f64::NAN);
+            metrics.insert(
+                name.into(),
+                if v.is_finite() { json!(v) } else { Value::Null },
+            );
+        }
+    }
+    metrics.insert("baseline".into(), json!(baseline));
+    metrics.insert("diverged".into(), json!(diverged));
+    crate::artifacts::write_metrics(ctx.out_dir, &metrics)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,6 +27,18 @@ const PARAMS: &[ParamSpec] = &[
         doc: "metric that names the best and worst run (empty: none)",
     },
     ParamSpec {
+        name: "group_by",
+        ty: ParamType::Str,
+        default: Some("''"),
+        doc: "a parameter grouping the runs (e.g. baseline); with best_per_group, the best of each group are named",
+    },
+    ParamSpec {
+        name: "best_per_group",
+        ty: ParamType::Int,
+        default: Some("0"),
+        doc: "runs named best in each group",
+    },
+    ParamSpec {
         name: "title",
         ty: ParamType::Str,
         default: Some("''"),
@@ -96,15 +108,21 @@ impl Op for Table {
                 RunRecord::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?,
             ));
         }
+        let runs_have = |c: &str| runs.iter().any(|(_, r)| r.params.contains_key(c));
         let cell = |item: &super::InputItem, run: &RunRecord, column: &str| -> Result<String> {
             Ok(match column {
                 "stage" => item.stage.clone(),
                 "steps_per_epoch" => run.steps_per_epoch.to_string(),
                 "n_parameters" => run.n_parameters.to_string(),
                 "diverged" => run.diverged.to_string(),
-                c if canonical_metric(c).is_some() => format_metric(run.final_metric(c)),
+                // A parameter first (`lr` is also recorded per epoch, but the setting is meant).
+                c if canonical_metric(c).is_some() && !runs_have(c) => {
+                    format_metric(run.final_metric(c))
+                }
                 c => match run.params.get(c) {
                     Some(v) => format_value(v),
+                    // A parameter of some runs only (e.g. the lr of the neural baselines).
+                    None if runs_have(c) => "—".to_string(),
                     None => anyhow::bail!(
                         "unknown column `{c}`: not a metric, nor a parameter of `{}`{}",
                         item.stage,
@@ -123,32 +141,55 @@ impl Op for Table {
             );
         }
 
-        let ranking = if rank_by.is_empty() {
+        // Each run's score by `rank_by` (higher is better; diverged runs lowest).
+        let scores = if rank_by.is_empty() {
             None
         } else {
             let metric = canonical_metric(rank_by)
                 .with_context(|| format!("unknown metric `{rank_by}` for rank_by"))?;
             let sign = if metric.ends_with("_acc") { 1.0 } else { -1.0 };
-            let score = |r: &RunRecord| {
-                let v = r.final_metric(metric);
-                if v.is_finite() && !r.diverged {
-                    sign * v
-                } else {
-                    f64::NEG_INFINITY
-                }
-            };
-            let best = (0..runs.len()).max_by(|&a, &b| {
-                score(&runs[a].1)
-                    .total_cmp(&score(&runs[b].1))
-                    .then(b.cmp(&a))
-            });
-            let worst = (0..runs.len()).min_by(|&a, &b| {
-                score(&runs[a].1)
-                    .total_cmp(&score(&runs[b].1))
-                    .then(a.cmp(&b))
-            });
-            best.zip(worst).map(|(b, w)| (metric, b, w))
+            let values: Vec<f64> = runs
+                .iter()
+                .map(|(_, r)| {
+                    let v = r.final_metric(metric);
+                    if v.is_finite() && !r.diverged {
+                        sign * v
+                    } else {
+                        f64::NEG_INFINITY
+                    }
+                })
+                .collect();
+            Some((metric, values))
         };
+        let ranking = scores.as_ref().and_then(|(metric, values)| {
+            let best =
+                (0..runs.len()).max_by(|&a, &b| values[a].total_cmp(&values[b]).then(b.cmp(&a)));
+            let worst =
+                (0..runs.len()).min_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
+            best.zip(worst).map(|(b, w)| (*metric, b, w))
+        });
+        // The best `best_per_group` runs of each group (e.g. each baseline), when asked.
+        let group_by = ctx.params.str("group_by")?;
+        let per_group = ctx.params.usize("best_per_group")?;
+        let mut group_best: Vec<(usize, String)> = Vec::new();
+        if let (false, Some((_, values))) = (group_by.is_empty() || per_group == 0, &scores) {
+            let group_of =
+                |r: &RunRecord| r.params.get(group_by).map(format_value).unwrap_or_default();
+            let mut groups: Vec<String> = runs.iter().map(|(_, r)| group_of(r)).collect();
+            groups.dedup();
+            for group in groups {
+                let mut members: Vec<usize> = (0..runs.len())
+                    .filter(|&i| group_of(&runs[i].1) == group)
+                    .collect();
+                members.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+                group_best.extend(
+                    members
+                        .into_iter()
+                        .take(per_group)
+                        .map(|i| (i, group.clone())),
+                );
+            }
+        }
 
         let mut csv =
             csv::Writer::from_path(ctx.out_dir.join("table.csv")).context("writing table.csv")?;
@@ -165,10 +206,13 @@ impl Op for Table {
         let _ = writeln!(md, "| {} |", columns.join(" | "));
         let _ = writeln!(md, "|{}", "---|".repeat(columns.len()));
         for (i, row) in rows.iter().enumerate() {
-            let mark = match ranking {
-                Some((_, b, _)) if b == i => " **(best)**",
-                Some((_, _, w)) if w == i => " *(worst)*",
-                _ => "",
+            let mark = match (ranking, group_best.iter().find(|(g, _)| *g == i)) {
+                (Some((_, _, w)), _) if w == i => " *(worst)*".to_string(),
+                (_, Some((_, group))) => format!(" **(best of {group})**"),
+                (Some((_, b, _)), _) if b == i && group_best.is_empty() => {
+                    " **(best)**".to_string()
+                }
+                _ => String::new(),
             };
             let _ = writeln!(md, "| {}{mark} |", row.join(" | "));
         }

@@ -157,7 +157,7 @@ const OUTPUTS: &[OutputSpec] = &[
     },
 ];
 
-struct OpHooks<'a>(&'a OpContext<'a>);
+pub(super) struct OpHooks<'a>(pub(super) &'a OpContext<'a>);
 
 impl Hooks for OpHooks<'_> {
     fn progress(&self, message: String) {

@@ -42,9 +42,12 @@ fn lookup<'a>(params: &'a Map<String, Value>, path: &str) -> Result<&'a Value, S
         )
     })?;
     for part in parts {
-        value = value
-            .get(part)
-            .ok_or_else(|| format!("`${{params.{path}}}`: `{part}` not found"))?;
+        // `x.0` indexes a list.
+        let next = match (value, part.parse::<usize>()) {
+            (Value::Array(items), Ok(i)) => items.get(i),
+            _ => value.get(part),
+        };
+        value = next.ok_or_else(|| format!("`${{params.{path}}}`: `{part}` not found"))?;
     }
     Ok(value)
 }

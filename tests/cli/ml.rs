@@ -340,22 +340,23 @@ fn the_report_pipeline_runs_end_to_end_at_small_scale() {
     )
     .unwrap();
     p.write("pipelines/report.yaml", &yaml);
-    let quick = [
-        "--set",
+    let quick: Vec<&str> = [
         "train_rows=1500",
-        "--set",
         "eval_rows=300",
-        "--set",
         "epochs=2",
-        "--set",
         "long_epochs=3",
-        "--set",
         "batch_epochs=[1,1,2,2]",
-        "--set",
         "deep_epochs=1",
-        "--set",
         "fix_epochs=2",
-    ];
+        "faces_rows=[40,16,16]",
+        "image_size=16",
+        "cnn_width=4",
+        "pretrain_images=64",
+        "pretrain_epochs=1",
+    ]
+    .iter()
+    .flat_map(|set| ["--set", set])
+    .collect();
     let mut args = vec!["run", "pipelines/report.yaml"];
     args.extend(quick);
     let run = p.run(&args).ok();
@@ -372,7 +373,7 @@ fn the_report_pipeline_runs_end_to_end_at_small_scale() {
     let report = p.read("results/report.md");
     for id in [
         "6.1.2.1", "6.1.2.2", "6.1.2.3", "6.1.2.4", "6.2.1.1", "6.2.1.2", "6.2.1.3", "6.2.1.4",
-        "6.2.1.5", "6.2.1.6", "6.2.1.7",
+        "6.2.1.5", "6.2.1.6", "6.2.1.7", "7.6.1", "7.6.2",
     ] {
         assert!(
             report.contains(&format!("## {id} ")),
@@ -403,6 +404,11 @@ fn the_report_pipeline_runs_end_to_end_at_small_scale() {
         assert!(p.path().join(format!("results/{stage}/plot.svg")).exists());
     }
     assert!(p.read("results/grid_table/table.csv").lines().count() == 8);
+    assert_eq!(
+        p.read("results/baselines_table/table.csv").lines().count(),
+        18,
+        "boosting, logistic, 3 × 5 learning rates"
+    );
 
     // A second run executes nothing.
     let again = p.run(&args).ok();
@@ -475,4 +481,107 @@ fn the_burn_engine_trains_too_and_its_model_feeds_a_decision_boundary() {
     assert!(epochs[2]["train_loss"].as_f64().unwrap() < epochs[0]["train_loss"].as_f64().unwrap());
     assert_eq!(run["params"]["engine"], "burn");
     assert!(p.path().join("results/boundary/plot.png").exists());
+}
+
+#[test]
+fn section_7_runs_end_to_end_at_small_scale() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+stages:
+  faces: {op: data.synthetic_faces, params: {n_train: 40, n_val: 16, n_test: 16, size: 16}}
+  images: {op: data.images, inputs: {folder: faces}, params: {size: 16}}
+  pretrained: {op: train.pretrain, params: {width: 4, size: 16, n: 64, classes: 4, epochs: 1, batch_size: 16}}
+  boosting: {op: baseline.boosting, inputs: {data: images}, params: {n_estimators: 5}}
+  logistic: {op: baseline.logistic, inputs: {data: images, backbone: pretrained}}
+  scratch:
+    op: train.cnn
+    inputs: {data: images}
+    params: {mode: scratch, width: 4, batch_size: 8}
+    sweep: {lr: [0.01, 0.001]}
+  probe: {op: train.cnn, inputs: {data: images, backbone: pretrained}, params: {mode: probe, batch_size: 8}}
+  finetune: {op: train.cnn, inputs: {data: images, backbone: pretrained}, params: {mode: finetune, batch_size: 8}}
+  table:
+    op: table
+    inputs: {runs: [boosting, logistic, scratch, probe, finetune]}
+    params: {columns: [baseline, lr, train_loss, validation_acc, test_acc], group_by: baseline, best_per_group: 2}
+  best: {op: select, inputs: {runs: [boosting, logistic, scratch, probe, finetune]}}
+  worst: {op: select, inputs: {runs: [boosting, logistic, scratch, probe, finetune]}, params: {pick: worst}}
+  grid: {op: plot.image_grid, inputs: {right: best, wrong: worst, data: images}}
+"#,
+    );
+    let run = p.run(&["run", "p.yaml"]).ok();
+    assert!(run.stdout.contains("0 failed, 0 skipped"), "{}", run.stdout);
+    let faces = out_dir(&p, "p.yaml", "faces");
+    assert_eq!(
+        std::fs::read_dir(faces.join("train/1_fake"))
+            .unwrap()
+            .count(),
+        20
+    );
+    let meta = json(&out_dir(&p, "p.yaml", "images").join("images.json"));
+    assert_eq!(meta["classes"], serde_json::json!(["0_real", "1_fake"]));
+    let table = p.read("results/table/table.csv");
+    assert_eq!(table.lines().count(), 7, "{table}");
+    assert!(
+        table.lines().any(|l| l.starts_with("boosting,—,")),
+        "{table}"
+    );
+    assert!(
+        p.read("results/table/table.md")
+            .contains("(best of scratch)")
+    );
+    // Torchvision's names, so that converted torchvision weights load.
+    let header = safetensors_keys(&out_dir(&p, "p.yaml", "finetune").join("model.safetensors"));
+    assert!(
+        header.contains("\"layer4.1.bn2.running_var\"")
+            && header.contains("\"layer3.0.downsample.0.weight\""),
+        "{header}"
+    );
+    let predictions = json(&out_dir(&p, "p.yaml", "probe").join("predictions.json"));
+    assert_eq!(predictions["probabilities"].as_array().unwrap().len(), 16);
+    let summary = json(&out_dir(&p, "p.yaml", "grid").join("summary.json"));
+    assert!(
+        summary["reading"].as_str().unwrap().contains("test images")
+            || summary["reading"]
+                .as_str()
+                .unwrap()
+                .starts_with("no test image")
+    );
+}
+
+#[test]
+fn a_corrupt_image_is_named_or_skipped_and_counted() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stages:\n  faces: {op: data.synthetic_faces, params: {n_train: 4, n_val: 2, n_test: 2, size: 16}}\n",
+    );
+    p.run(&["run", "p.yaml"]).ok();
+    let faces = out_dir(&p, "p.yaml", "faces");
+    for split in ["train", "val", "test"] {
+        for class in ["0_real", "1_fake"] {
+            let dir = p.path().join("imgs").join(split).join(class);
+            std::fs::create_dir_all(&dir).unwrap();
+            for f in std::fs::read_dir(faces.join(split).join(class))
+                .unwrap()
+                .flatten()
+            {
+                std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+            }
+        }
+    }
+    p.write("imgs/train/1_fake/broken.png", "not a png");
+    p.write(
+        "q.yaml",
+        "stages:\n  images: {op: data.images, params: {dir: imgs, size: 16}}\n",
+    );
+    let run = p.run(&["run", "q.yaml"]);
+    assert_eq!(run.code, 1);
+    assert!(run.stdout.contains("broken.png"), "{}", run.stdout);
+    p.write("q.yaml", "stages:\n  images: {op: data.images, params: {dir: imgs, size: 16, skip_unreadable: true}}\n");
+    p.run(&["run", "q.yaml"]).ok();
+    let meta = json(&out_dir(&p, "q.yaml", "images").join("images.json"));
+    assert_eq!(meta["skipped"], 1);
 }

@@ -1,0 +1,575 @@
+//! Training ResNet18 on images (burn): multi-class pretraining on a source task, and the binary
+//! real-vs-fake baselines — from scratch, linear probe (frozen backbone), fine-tuning — with
+//! Adam and binary cross-entropy on one logit.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use super::resnet::{ResNet, ResNetConfig};
+use super::train::{Hooks, SHUFFLE_SALT};
+use crate::artifacts::EpochRecord;
+
+/// Images in memory: `pixels` is n × 3 × size × size, normalised.
+pub struct Images<'a> {
+    pub pixels: &'a [f32],
+    pub labels: &'a [u32],
+    pub size: usize,
+}
+
+impl Images<'_> {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    fn batch(&self, indices: &[usize], device: &Device) -> Tensor<4> {
+        let per = 3 * self.size * self.size;
+        let mut data = Vec::with_capacity(indices.len() * per);
+        for &i in indices {
+            data.extend_from_slice(&self.pixels[i * per..(i + 1) * per]);
+        }
+        Tensor::<4>::from_data(
+            TensorData::new(data, [indices.len(), 3, self.size, self.size]),
+            device,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Scratch,
+    Probe,
+    Finetune,
+}
+
+pub struct CnnConfig {
+    pub resnet: ResNetConfig,
+    pub mode: Mode,
+    pub lr: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub eval_batch_size: usize,
+    pub seed: u64,
+}
+
+pub struct CnnOutput {
+    pub epochs: Vec<EpochRecord>,
+    pub step_losses: Vec<f32>,
+    pub steps_per_epoch: usize,
+    pub diverged: bool,
+    /// P(class 1) of every test image.
+    pub test_probabilities: Vec<f32>,
+    pub model: ResNet,
+}
+
+/// Binary cross-entropy on logits, averaged: max(z, 0) − z·y + ln(1 + e^−|z|).
+fn bce_with_logits(z: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
+    let softplus = z.clone().abs().neg().exp().add_scalar(1.0).log();
+    (z.clone().clamp_min(0.0) - z * y + softplus).mean()
+}
+
+fn float_labels(labels: &[u32], indices: &[usize], device: &Device) -> Tensor<1> {
+    let y: Vec<f32> = indices.iter().map(|&i| labels[i] as f32).collect();
+    Tensor::<1>::from_data(TensorData::new(y, [indices.len()]), device)
+}
+
+/// Trains a binary classifier (one logit, class 1 = "fake").
+pub fn train_binary(
+    train: &Images,
+    validation: &Images,
+    test: &Images,
+    cfg: &CnnConfig,
+    pretrained: Option<&Path>,
+    hooks: &dyn Hooks,
+) -> Result<CnnOutput> {
+    if train.is_empty() || cfg.batch_size == 0 {
+        bail!("no training images, or a batch size of 0");
+    }
+    let device = Device::flex().autodiff();
+    let mut model = super::seeded(&device, cfg.seed, || {
+        ResNet::new(
+            &ResNetConfig {
+                outputs: 1,
+                ..cfg.resnet.clone()
+            },
+            &device,
+        )
+    });
+    match (cfg.mode, pretrained) {
+        (Mode::Scratch, _) => {}
+        (_, Some(path)) => model.load_weights(path, true)?,
+        (_, None) => bail!("probe and finetune need a pretrained backbone"),
+    }
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ SHUFFLE_SALT);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut epochs = Vec::new();
+    let mut step_losses = Vec::new();
+    let mut diverged = false;
+
+    if cfg.mode == Mode::Probe {
+        // The backbone is frozen, batch norm included: its features are computed once, in
+        // evaluation mode, and only the linear head trains.
+        let backbone = model.valid();
+        let inner = device.clone().inner();
+        let features = |images: &Images| -> Tensor<2> {
+            let all: Vec<usize> = (0..images.len()).collect();
+            let parts: Vec<Tensor<2>> = all
+                .chunks(cfg.eval_batch_size.max(1))
+                .map(|c| backbone.features(images.batch(c, &inner)))
+                .collect();
+            Tensor::cat(parts, 0)
+        };
+        let (train_features, validation_features, test_features) =
+            (features(train), features(validation), features(test));
+        let mut head: Linear = super::seeded(&device, cfg.seed, || {
+            LinearConfig::new(cfg.resnet.features(), 1).init(&device)
+        });
+        let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+        let train_features = Tensor::<2>::from_data(train_features.into_data(), &device);
+        for epoch in 0..cfg.epochs {
+            order.shuffle(&mut rng);
+            let started = Instant::now();
+            let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+            for chunk in order.chunks(cfg.batch_size) {
+                if hooks.cancelled() {
+                    bail!("interrupted");
+                }
+                let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &device);
+                let x = train_features.clone().select(0, idx);
+                let z = head.forward(x).reshape([chunk.len()]);
+                let y = float_labels(train.labels, chunk, &device);
+                let (batch_correct, loss) =
+                    step_stats(&z, chunk, train.labels, bce_with_logits(z.clone(), y))?;
+                correct += batch_correct;
+                let loss_value: f32 = loss.clone().into_scalar::<f32>();
+                step_losses.push(loss_value);
+                if !loss_value.is_finite() {
+                    diverged = true;
+                    break;
+                }
+                loss_sum += loss_value as f64 * chunk.len() as f64;
+                let grads = GradientsParams::from_grads(loss.backward(), &head);
+                head = optim.step(cfg.lr, head, grads);
+            }
+            let train_time_s = started.elapsed().as_secs_f64();
+            let eval_started = Instant::now();
+            let valid_head = head.valid();
+            let (validation_loss, validation_acc, _) = evaluate_logits(
+                || valid_head.forward(validation_features.clone()),
+                validation.labels,
+            )?;
+            let (test_loss, test_acc, _) =
+                evaluate_logits(|| valid_head.forward(test_features.clone()), test.labels)?;
+            epochs.push(record(
+                epoch,
+                cfg.lr,
+                loss_sum,
+                correct,
+                train.len(),
+                (validation_loss, validation_acc),
+                (test_loss, test_acc),
+                train_time_s,
+                eval_started,
+            ));
+            hooks.progress(format!(
+                "epoch {}/{} val acc {validation_acc:.3}",
+                epoch + 1,
+                cfg.epochs
+            ));
+        }
+        let (_, _, test_probabilities) =
+            evaluate_logits(|| head.valid().forward(test_features.clone()), test.labels)?;
+        let mut model = model.valid();
+        model.fc = head.valid();
+        return Ok(CnnOutput {
+            epochs,
+            step_losses,
+            steps_per_epoch,
+            diverged,
+            test_probabilities,
+            model,
+        });
+    }
+
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let eval_device = device.clone().inner();
+    for epoch in 0..cfg.epochs {
+        order.shuffle(&mut rng);
+        let started = Instant::now();
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            if hooks.cancelled() {
+                bail!("interrupted");
+            }
+            let x = train.batch(chunk, &device);
+            let z = model.forward(x).reshape([chunk.len()]);
+            let y = float_labels(train.labels, chunk, &device);
+            let (batch_correct, loss) =
+                step_stats(&z, chunk, train.labels, bce_with_logits(z.clone(), y))?;
+            correct += batch_correct;
+            let loss_value: f32 = loss.clone().into_scalar::<f32>();
+            step_losses.push(loss_value);
+            if !loss_value.is_finite() {
+                diverged = true;
+                break;
+            }
+            loss_sum += loss_value as f64 * chunk.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(cfg.lr, model, grads);
+            if b % 10 == 9 {
+                hooks.progress(format!(
+                    "epoch {}/{} step {}/{steps_per_epoch} loss {loss_value:.3}",
+                    epoch + 1,
+                    cfg.epochs,
+                    b + 1
+                ));
+            }
+        }
+        let train_time_s = started.elapsed().as_secs_f64();
+        let eval_started = Instant::now();
+        let valid = model.valid();
+        let logits_of = |images: &Images| {
+            let all: Vec<usize> = (0..images.len()).collect();
+            let parts: Vec<Tensor<2>> = all
+                .chunks(cfg.eval_batch_size.max(1))
+                .map(|c| valid.forward(images.batch(c, &eval_device)))
+                .collect();
+            Tensor::cat(parts, 0)
+        };
+        let (validation_loss, validation_acc, _) =
+            evaluate_logits(|| logits_of(validation), validation.labels)?;
+        let (test_loss, test_acc, _) = evaluate_logits(|| logits_of(test), test.labels)?;
+        epochs.push(record(
+            epoch,
+            cfg.lr,
+            loss_sum,
+            correct,
+            train.len(),
+            (validation_loss, validation_acc),
+            (test_loss, test_acc),
+            train_time_s,
+            eval_started,
+        ));
+        hooks.progress(format!(
+            "epoch {}/{} val acc {validation_acc:.3}",
+            epoch + 1,
+            cfg.epochs
+        ));
+        if diverged {
+            break;
+        }
+    }
+    let valid = model.valid();
+    let all: Vec<usize> = (0..test.len()).collect();
+    let parts: Vec<Tensor<2>> = all
+        .chunks(cfg.eval_batch_size.max(1))
+        .map(|c| valid.forward(test.batch(c, &eval_device)))
+        .collect();
+    let (_, _, test_probabilities) = evaluate_logits(|| Tensor::cat(parts, 0), test.labels)?;
+    Ok(CnnOutput {
+        epochs,
+        step_losses,
+        steps_per_epoch,
+        diverged,
+        test_probabilities,
+        model: valid,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    epoch: usize,
+    lr: f64,
+    loss_sum: f64,
+    correct: usize,
+    n: usize,
+    validation: (f64, f64),
+    test: (f64, f64),
+    train_time_s: f64,
+    eval_started: Instant,
+) -> EpochRecord {
+    EpochRecord {
+        epoch: epoch + 1,
+        lr,
+        // Averaged over the epoch's batches (the weights move during the epoch).
+        train_loss: loss_sum / n as f64,
+        train_acc: correct as f64 / n as f64,
+        validation_loss: validation.0,
+        validation_acc: validation.1,
+        test_loss: test.0,
+        test_acc: test.1,
+        train_time_s,
+        eval_time_s: eval_started.elapsed().as_secs_f64(),
+        grad_norms: Vec::new(),
+    }
+}
+
+/// Correct predictions of a batch (logit > 0 ⇔ sigmoid > 0.5) and its loss.
+fn step_stats<L>(z: &Tensor<1>, chunk: &[usize], labels: &[u32], loss: L) -> Result<(usize, L)> {
+    let logits = z
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let correct = logits
+        .iter()
+        .zip(chunk)
+        .filter(|(l, i)| (**l > 0.0) == (labels[**i] == 1))
+        .count();
+    Ok((correct, loss))
+}
+
+/// Mean BCE, accuracy and P(class 1) from logits.
+fn evaluate_logits(
+    logits: impl FnOnce() -> Tensor<2>,
+    labels: &[u32],
+) -> Result<(f64, f64, Vec<f32>)> {
+    if labels.is_empty() {
+        return Ok((f64::NAN, f64::NAN, Vec::new()));
+    }
+    let z = logits()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let mut loss = 0.0f64;
+    let mut correct = 0usize;
+    let mut probabilities = Vec::with_capacity(z.len());
+    for (&zi, &y) in z.iter().zip(labels) {
+        let zi = zi as f64;
+        let y = y as f64;
+        loss += zi.max(0.0) - zi * y + (-zi.abs()).exp().ln_1p();
+        correct += usize::from((zi > 0.0) == (y == 1.0));
+        probabilities.push((1.0 / (1.0 + (-zi).exp())) as f32);
+    }
+    Ok((
+        loss / labels.len() as f64,
+        correct as f64 / labels.len() as f64,
+        probabilities,
+    ))
+}
+
+/// Pretrains a ResNet on a multi-class source task; returns its per-epoch records.
+pub fn pretrain(
+    images: &Images,
+    classes: usize,
+    cfg: &CnnConfig,
+    hooks: &dyn Hooks,
+) -> Result<(ResNet, Vec<EpochRecord>)> {
+    if images.is_empty() || cfg.batch_size == 0 {
+        bail!("no images, or a batch size of 0");
+    }
+    let device = Device::flex().autodiff();
+    let mut model = super::seeded(&device, cfg.seed, || {
+        ResNet::new(
+            &ResNetConfig {
+                outputs: classes,
+                ..cfg.resnet.clone()
+            },
+            &device,
+        )
+    });
+    let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ SHUFFLE_SALT);
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    let mut records = Vec::new();
+    let steps = images.len().div_ceil(cfg.batch_size);
+    for epoch in 0..cfg.epochs {
+        order.shuffle(&mut rng);
+        let started = Instant::now();
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            if hooks.cancelled() {
+                bail!("interrupted");
+            }
+            let x = images.batch(chunk, &device);
+            let labels: Vec<i64> = chunk.iter().map(|&i| images.labels[i] as i64).collect();
+            let y = Tensor::<1, Int>::from_data(
+                TensorData::new(labels.clone(), [chunk.len()]),
+                &device,
+            );
+            let logits = model.forward(x);
+            let predictions = logits
+                .clone()
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            correct += predictions
+                .iter()
+                .zip(&labels)
+                .filter(|(p, l)| p == l)
+                .count();
+            let loss = loss_fn.forward(logits, y);
+            let loss_value: f32 = loss.clone().into_scalar::<f32>();
+            loss_sum += loss_value as f64 * chunk.len() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(cfg.lr, model, grads);
+            if b % 10 == 9 {
+                hooks.progress(format!(
+                    "pretrain epoch {}/{} step {}/{steps} loss {loss_value:.3}",
+                    epoch + 1,
+                    cfg.epochs,
+                    b + 1
+                ));
+            }
+        }
+        let n = images.len() as f64;
+        records.push(EpochRecord {
+            epoch: epoch + 1,
+            lr: cfg.lr,
+            train_loss: loss_sum / n,
+            train_acc: correct as f64 / n,
+            validation_loss: f64::NAN,
+            validation_acc: f64::NAN,
+            test_loss: f64::NAN,
+            test_acc: f64::NAN,
+            train_time_s: started.elapsed().as_secs_f64(),
+            eval_time_s: 0.0,
+            grad_norms: Vec::new(),
+        });
+    }
+    Ok((model.valid(), records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Quiet;
+    impl Hooks for Quiet {
+        fn progress(&self, _message: String) {}
+        fn cancelled(&self) -> bool {
+            false
+        }
+    }
+
+    /// Images whose class is the sign of a checkerboard pattern: learnable by a CNN.
+    fn images(n: usize, size: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+        let mut pixels = Vec::with_capacity(n * 3 * size * size);
+        let mut labels = Vec::with_capacity(n);
+        for i in 0..n {
+            let label = ((i as u64 * 7 + seed) % 2) as u32;
+            for c in 0..3 {
+                for y in 0..size {
+                    for x in 0..size {
+                        let checker = if (x + y) % 2 == 0 { 1.0 } else { -1.0 };
+                        let smooth = ((x + c) as f32 / size as f32) - 0.5;
+                        pixels.push(smooth + if label == 1 { 0.5 * checker } else { 0.0 });
+                    }
+                }
+            }
+            labels.push(label);
+        }
+        (pixels, labels)
+    }
+
+    fn config(mode: Mode) -> CnnConfig {
+        CnnConfig {
+            resnet: ResNetConfig {
+                width: 4,
+                outputs: 1,
+            },
+            mode,
+            lr: 1e-2,
+            batch_size: 8,
+            epochs: 2,
+            eval_batch_size: 16,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn scratch_pretrain_probe_and_finetune_run_and_save_torchvision_names() {
+        let (px, y) = images(48, 16, 0);
+        let (vpx, vy) = images(16, 16, 1);
+        let train = Images {
+            pixels: &px,
+            labels: &y,
+            size: 16,
+        };
+        let val = Images {
+            pixels: &vpx,
+            labels: &vy,
+            size: 16,
+        };
+        let out = train_binary(&train, &val, &val, &config(Mode::Scratch), None, &Quiet).unwrap();
+        assert_eq!(out.epochs.len(), 2);
+        assert_eq!(out.test_probabilities.len(), 16);
+        assert!(
+            out.epochs
+                .iter()
+                .all(|e| e.train_loss.is_finite() && e.validation_acc >= 0.0)
+        );
+
+        let (pretrained, records) = pretrain(&train, 2, &config(Mode::Scratch), &Quiet).unwrap();
+        assert_eq!(records.len(), 2);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backbone.safetensors");
+        pretrained.save(&path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = String::from_utf8_lossy(&bytes[8..8 + len]).into_owned();
+        for key in [
+            "conv1.weight",
+            "bn1.running_mean",
+            "layer1.0.conv1.weight",
+            "layer2.0.downsample.0.weight",
+            "layer2.0.downsample.1.running_var",
+            "fc.weight",
+        ] {
+            assert!(
+                header.contains(&format!("\"{key}\"")),
+                "{key} missing from {header}"
+            );
+        }
+        // A pretrained backbone loads under a new one-logit head, for probing and fine-tuning.
+        for mode in [Mode::Probe, Mode::Finetune] {
+            let out = train_binary(&train, &val, &val, &config(mode), Some(&path), &Quiet).unwrap();
+            assert_eq!(out.epochs.len(), 2, "{mode:?}");
+        }
+        // Probing leaves the backbone exactly as pretrained.
+        let probe = train_binary(
+            &train,
+            &val,
+            &val,
+            &config(Mode::Probe),
+            Some(&path),
+            &Quiet,
+        )
+        .unwrap();
+        let a: Vec<f32> = probe
+            .model
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        let b: Vec<f32> = pretrained
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+    }
+}
