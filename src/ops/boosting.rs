@@ -90,9 +90,6 @@ impl Op for Boosting {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
-    fn threads(&self) -> usize {
-        2
-    }
     fn cost_hint(&self, params: &super::Params) -> f64 {
         params.f64("n_estimators").unwrap_or(100.0) * 0.2
     }

@@ -77,9 +77,6 @@ impl Op for Logistic {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
-    fn threads(&self) -> usize {
-        2
-    }
     fn isolate(&self) -> bool {
         true
     }

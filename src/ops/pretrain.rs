@@ -121,9 +121,6 @@ impl Op for Pretrain {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
-    fn threads(&self) -> usize {
-        2
-    }
     fn isolate(&self) -> bool {
         true
     }

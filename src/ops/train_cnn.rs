@@ -120,9 +120,6 @@ impl Op for TrainCnn {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
-    fn threads(&self) -> usize {
-        2
-    }
     fn isolate(&self) -> bool {
         true
     }
