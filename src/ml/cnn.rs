@@ -571,5 +571,35 @@ mod tests {
             .try_into_vec::<f32>()
             .unwrap();
         assert_eq!(a, b);
+        // Fine-tuning moves it.
+        let finetuned = train_binary(
+            &train,
+            &val,
+            &val,
+            &config(Mode::Finetune),
+            Some(&path),
+            &Quiet,
+        )
+        .unwrap();
+        let c: Vec<f32> = finetuned
+            .model
+            .conv1
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap();
+        assert_ne!(c, b);
+        // Same seed, same numbers.
+        let again = train_binary(
+            &train,
+            &val,
+            &val,
+            &config(Mode::Finetune),
+            Some(&path),
+            &Quiet,
+        )
+        .unwrap();
+        assert_eq!(again.step_losses, finetuned.step_losses);
     }
 }

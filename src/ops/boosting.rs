@@ -90,6 +90,10 @@ impl Op for Boosting {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
+    /// Histogram building scales with cores: all the threads the run allows.
+    fn threads(&self) -> usize {
+        usize::MAX
+    }
     fn cost_hint(&self, params: &super::Params) -> f64 {
         params.f64("n_estimators").unwrap_or(100.0) * 0.2
     }

@@ -77,6 +77,10 @@ impl Op for Logistic {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
+    /// Feature extraction scales with cores: all the threads the run allows.
+    fn threads(&self) -> usize {
+        usize::MAX
+    }
     fn isolate(&self) -> bool {
         true
     }

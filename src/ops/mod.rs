@@ -160,7 +160,7 @@ pub trait Op: Send + Sync {
     fn outputs(&self) -> &'static [OutputSpec] {
         &[]
     }
-    /// Threads the op can use well (the scheduler may give fewer).
+    /// Threads the op can use well (the scheduler gives at most `--jobs`; `usize::MAX`: all).
     fn threads(&self) -> usize {
         1
     }

@@ -121,6 +121,10 @@ impl Op for Pretrain {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
+    /// Convolutions scale with cores: all the threads the run allows.
+    fn threads(&self) -> usize {
+        usize::MAX
+    }
     fn isolate(&self) -> bool {
         true
     }

@@ -120,6 +120,10 @@ impl Op for TrainCnn {
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
     }
+    /// Convolutions scale with cores: all the threads the run allows.
+    fn threads(&self) -> usize {
+        usize::MAX
+    }
     fn isolate(&self) -> bool {
         true
     }

@@ -240,12 +240,10 @@ pub fn run(
 
     // Ready nodes, longest first (by the ops' cost hints; ties in plan order): a long stage
     // started last would run alone at the end while the other cores idle.
-    let priority = |a: &usize, b: &usize| {
-        plan.nodes[*b]
-            .cost
-            .total_cmp(&plan.nodes[*a].cost)
-            .then(a.cmp(b))
-    };
+    // The cost hints are CPU time; a stage with more threads finishes sooner.
+    let wall =
+        |i: usize| plan.nodes[i].cost / plan.nodes[i].threads.clamp(1, opts.jobs.max(1)) as f64;
+    let priority = |a: &usize, b: &usize| wall(*b).total_cmp(&wall(*a)).then(a.cmp(b));
     let mut ready: Vec<usize> = (0..n)
         .filter(|&i| state[i] == NodeState::Pending && waiting[i] == 0)
         .collect();
