@@ -86,14 +86,6 @@ fn image_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-fn three(params: &Params, name: &str) -> Result<[f32; 3]> {
-    let v = params.f64_list(name)?;
-    match v.as_slice() {
-        [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-        _ => bail!("`{name}` needs three values (R, G, B), got {}", v.len()),
-    }
-}
-
 impl Op for DataImages {
     fn name(&self) -> &'static str {
         "data.images"
@@ -183,8 +175,8 @@ impl Op for DataImages {
         let meta = ImageMeta {
             size,
             classes,
-            mean: three(p, "mean")?,
-            std: three(p, "std")?,
+            mean: p.rgb("mean")?,
+            std: p.rgb("std")?,
             files,
             labels,
             skipped,

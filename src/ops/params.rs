@@ -173,6 +173,17 @@ impl Params {
         }
     }
 
+    /// A list of exactly three numbers (per-channel R, G, B values).
+    pub fn rgb(&self, name: &str) -> Result<[f32; 3]> {
+        match self.f64_list(name)?.as_slice() {
+            [r, g, b] => Ok([*r as f32, *g as f32, *b as f32]),
+            other => Err(anyhow!(
+                "parameter `{name}` needs three values (R, G, B), got {}",
+                other.len()
+            )),
+        }
+    }
+
     /// Reads the parameters into an op's own typed struct.
     pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         serde_json::from_value(Value::Object(self.0.clone())).context("reading parameters")

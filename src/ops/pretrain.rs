@@ -98,13 +98,6 @@ const OUTPUTS: &[OutputSpec] = &[
     },
 ];
 
-fn three(v: Vec<f64>, name: &str) -> Result<[f32; 3]> {
-    match v.as_slice() {
-        [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
-        _ => bail!("`{name}` needs three values (R, G, B)"),
-    }
-}
-
 impl Op for Pretrain {
     fn name(&self) -> &'static str {
         "train.pretrain"
@@ -179,10 +172,7 @@ impl Op for Pretrain {
                 "the source task needs 2..={max_classes} classes and images of at least 16 pixels"
             );
         }
-        let (mean, std) = (
-            three(p.f64_list("mean")?, "mean")?,
-            three(p.f64_list("std")?, "std")?,
-        );
+        let (mean, std) = (p.rgb("mean")?, p.rgb("std")?);
         let source = synthetic_shapes(
             &ShapesConfig {
                 seed: p.i64("seed")? as u64,
