@@ -330,6 +330,69 @@ def section6(data_dir: Path, scale: float, workers: int, adam: str, out: Path | 
         print(f"records written to {out}")
 
 
+class BasicBlock(nn.Module):
+    """torchvision's BasicBlock."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + identity)
+
+
+class ResNet18(nn.Module):
+    """torchvision's ResNet18 with a configurable base width and a one-logit head."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        w = width
+        self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages, c_in = [], w
+        for c_out, stride in [(w, 1), (2 * w, 2), (4 * w, 2), (8 * w, 2)]:
+            stages.append(nn.Sequential(BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)))
+            c_in = c_out
+        self.layers = nn.Sequential(*stages)
+        self.fc = nn.Linear(8 * w, 1)
+
+    def forward(self, x):
+        h = self.layers(self.maxpool(torch.relu(self.bn1(self.conv1(x)))))
+        return self.fc(h.mean(dim=(2, 3))).squeeze(1)
+
+
+def bench_cnn_steps(threads: int) -> None:
+    """Median time of a ResNet18 training step (64×64, batch 32, Adam, BCE on one logit)."""
+    torch.set_num_threads(threads)
+    for width in (16, 64):
+        torch.manual_seed(0)
+        model = ResNet18(width)
+        adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = nn.BCEWithLogitsLoss()
+        x = torch.randn(32, 3, 64, 64)
+        y = (torch.rand(32) > 0.5).float()
+        times = []
+        for i in range(25):
+            start = time.perf_counter()
+            adam.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            adam.step()
+            loss.item()
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+        print(f"torch cnn step width={width}: {statistics.median(times) * 1e3:.1f} ms")
+
+
 def main(argv: list[str]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--adam", choices=["fused", "foreach", "default"], default="fused",
@@ -337,6 +400,8 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("steps", parents=[common], help="median time per training step at batch sizes 1 to 1024")
+    cnn = sub.add_parser("cnn-steps", help="median time per ResNet18 training step (64×64, batch 32)")
+    cnn.add_argument("--threads", type=int, default=2)
     s6 = sub.add_parser("section6", parents=[common], help="every section-6 training run on the Europe CSVs")
     s6.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of train/validation/test.csv")
     s6.add_argument("--scale", type=float, default=1.0, help="multiplies every epoch count (rounded up, ≥ 1)")
@@ -345,6 +410,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.command == "steps":
         bench_steps(args.adam)
+    elif args.command == "cnn-steps":
+        bench_cnn_steps(args.threads)
     else:
         section6(args.data, args.scale, args.workers, args.adam, args.out)
 

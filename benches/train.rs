@@ -2,6 +2,7 @@
 //!
 //! - per training step (forward, backward, Adam, loss read back) of the default MLP (2 → 6×16 →
 //!   33) at batch sizes 1, 16, 128, 256, 1024, one thread, for both engines (native and burn);
+//! - with `BENCH_CNN=1`: a ResNet18 training step (64×64, batch 32, 2 threads), widths 16 and 64;
 //! - with `BENCH_SECTION6=1`: section 6 end to end (`pipeline run pipelines/report.yaml` on a
 //!   fresh cache, all cores).
 //!
@@ -112,6 +113,75 @@ fn torch_steps() -> Vec<(usize, f64)> {
         .collect()
 }
 
+/// `torch cnn step width=W: X ms` lines of the reference script.
+fn torch_cnn_steps() -> Vec<(usize, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
+    let Ok(out) = Command::new(torch_python())
+        .args([script, "cnn-steps", "--threads", "2"])
+        .output()
+    else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("torch cnn step width=")?;
+            let (w, ms) = rest.split_once(':')?;
+            Some((
+                w.trim().parse().ok()?,
+                ms.trim().trim_end_matches("ms").trim().parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// ResNet18 training step (64×64, batch 32, Adam, BCE), 2 threads, from scratch.
+fn cnn_steps(torch: &[(usize, f64)]) {
+    use pipeline::ml::cnn::{CnnConfig, Images, Mode, train_binary};
+    use pipeline::ml::resnet::ResNetConfig;
+    let (n, size) = (32 * 12, 64);
+    let pixels: Vec<f32> = (0..n * 3 * size * size)
+        .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+    let images = Images {
+        pixels: &pixels,
+        labels: &labels,
+        size,
+    };
+    let few = Images {
+        pixels: &pixels[..3 * size * size * 2],
+        labels: &labels[..2],
+        size,
+    };
+    println!(
+        "ResNet18 training step, 64×64, batch 32, Adam, 2 threads (median of one epoch's mean):"
+    );
+    for width in [16, 64] {
+        let cfg = CnnConfig {
+            resnet: ResNetConfig { width, outputs: 1 },
+            mode: Mode::Scratch,
+            lr: 1e-3,
+            batch_size: 32,
+            epochs: 1,
+            eval_batch_size: 64,
+            seed: 0,
+        };
+        let out =
+            pipeline::ml::with_threads(2, || train_binary(&images, &few, &few, &cfg, None, &Quiet))
+                .expect("pool")
+                .expect("train");
+        let ms = out.epochs[0].train_time_s / out.steps_per_epoch as f64 * 1e3;
+        match torch.iter().find(|(w, _)| *w == width) {
+            Some((_, theirs)) => println!(
+                "  width {width:>2}: pipeline {ms:.1} ms, PyTorch {theirs:.1} ms → {:.2}× (target ≥ 1.5×)",
+                theirs / ms
+            ),
+            None => println!("  width {width:>2}: pipeline {ms:.1} ms"),
+        }
+    }
+}
+
 fn main() {
     let torch = torch_steps();
     println!(
@@ -136,6 +206,9 @@ fn main() {
             ),
             None => println!("{line}"),
         }
+    }
+    if std::env::var_os("BENCH_CNN").is_some() {
+        cnn_steps(&torch_cnn_steps());
     }
     if std::env::var_os("BENCH_SECTION6").is_some() {
         let dir = tempfile::tempdir().expect("temp dir");
