@@ -290,6 +290,33 @@ impl RunRecord {
         self.last().and_then(|e| e.metric(name)).unwrap_or(f64::NAN)
     }
 
+    /// The final split metrics and the divergence flag, for `metrics.json` (NaN as null).
+    pub fn final_metrics(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut metrics = serde_json::Map::new();
+        if let Some(last) = self.last() {
+            for name in [
+                "train_loss",
+                "train_acc",
+                "validation_loss",
+                "validation_acc",
+                "test_loss",
+                "test_acc",
+            ] {
+                let v = last.metric(name).unwrap_or(f64::NAN);
+                metrics.insert(
+                    name.into(),
+                    if v.is_finite() {
+                        v.into()
+                    } else {
+                        serde_json::Value::Null
+                    },
+                );
+            }
+        }
+        metrics.insert("diverged".into(), self.diverged.into());
+        metrics
+    }
+
     pub fn write(&self, dir: &Path) -> Result<()> {
         fs::write(dir.join("run.json"), serde_json::to_vec_pretty(self)?)
             .context("writing run.json")

@@ -1,6 +1,6 @@
 //! Parameter declarations (name, type, default, doc) and the resolved parameters an op reads.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, Copy)]
@@ -140,10 +140,6 @@ impl Params {
             .ok_or_else(|| anyhow!("parameter `{name}` is not a string"))
     }
 
-    pub fn opt_str(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(Value::as_str)
-    }
-
     pub fn str_list(&self, name: &str) -> Result<Vec<String>> {
         match self.get(name) {
             None => Ok(Vec::new()),
@@ -182,11 +178,6 @@ impl Params {
                 other.len()
             )),
         }
-    }
-
-    /// Reads the parameters into an op's own typed struct.
-    pub fn deserialize<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_value(Value::Object(self.0.clone())).context("reading parameters")
     }
 }
 

@@ -101,6 +101,7 @@ impl Op for PlotCurves {
         let by_step = ctx.params.str("x")? == "step";
         let log_y = ctx.params.bool("log_y")?;
         let title = ctx.params.str("title")?;
+        let panels = ctx.params.str("panels")? == "metric";
         if metrics.is_empty() {
             bail!("`metrics` is empty");
         }
@@ -126,9 +127,8 @@ impl Op for PlotCurves {
         for metric in &metrics {
             let mut series = Vec::new();
             for (run, item) in runs.iter().zip(items) {
-                let label = if metrics.len() > 1 && per_metric_panels(ctx)? {
-                    run.label.clone()
-                } else if metrics.len() > 1 {
+                // One chart with several metrics: say which metric each curve is.
+                let label = if metrics.len() > 1 && !panels {
                     format!("{} · {}", run.label, metric_label(metric))
                 } else {
                     run.label.clone()
@@ -165,8 +165,8 @@ impl Op for PlotCurves {
             }
         };
         let stem = ctx.out_dir.join("plot");
-        if per_metric_panels(ctx)? {
-            let panels: Vec<LineChart> = per_metric
+        if panels {
+            let charts: Vec<LineChart> = per_metric
                 .into_iter()
                 .map(|(m, series)| LineChart {
                     title: y_label_of(&m),
@@ -176,7 +176,7 @@ impl Op for PlotCurves {
                     series,
                 })
                 .collect();
-            line_charts(title, &panels, &stem)?;
+            line_charts(title, &charts, &stem)?;
         } else {
             let y_label = if metrics.len() == 1 {
                 y_label_of(&metrics[0])
@@ -217,10 +217,6 @@ impl Op for PlotCurves {
         }
         .write(ctx.out_dir)
     }
-}
-
-fn per_metric_panels(ctx: &OpContext) -> Result<bool> {
-    Ok(ctx.params.str("panels")? == "metric")
 }
 
 fn metric_name(metric: &str) -> String {

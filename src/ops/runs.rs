@@ -96,25 +96,8 @@ pub fn write_binary_run(
     record.write(ctx.out_dir)?;
     crate::artifacts::write_steps(ctx.out_dir, step_losses)?;
     predictions.write(ctx.out_dir)?;
-    let mut metrics = serde_json::Map::new();
-    if let Some(last) = record.last() {
-        for name in [
-            "train_loss",
-            "train_acc",
-            "validation_loss",
-            "validation_acc",
-            "test_loss",
-            "test_acc",
-        ] {
-            let v = last.metric(name).unwrap_or(f64::NAN);
-            metrics.insert(
-                name.into(),
-                if v.is_finite() { json!(v) } else { Value::Null },
-            );
-        }
-    }
+    let mut metrics = record.final_metrics();
     metrics.insert("baseline".into(), json!(baseline));
-    metrics.insert("diverged".into(), json!(diverged));
     crate::artifacts::write_metrics(ctx.out_dir, &metrics)
 }
 

@@ -1,7 +1,7 @@
 //! `train.mlp`: trains a multilayer perceptron on a dataset stage.
 
 use anyhow::{Context, Result};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
 use crate::artifacts::{Dataset, RunRecord, write_metrics, write_steps};
@@ -292,28 +292,11 @@ impl Op for TrainMlp {
             n_parameters: output.n_parameters,
         };
         record.write(ctx.out_dir)?;
-        let mut metrics = Map::new();
-        if let Some(last) = record.last() {
-            for name in [
-                "train_loss",
-                "train_acc",
-                "validation_loss",
-                "validation_acc",
-                "test_loss",
-                "test_acc",
-            ] {
-                let v = last.metric(name).unwrap_or(f64::NAN);
-                metrics.insert(
-                    name.into(),
-                    if v.is_finite() { json!(v) } else { Value::Null },
-                );
-            }
-            let train_time: f64 = record.epochs.iter().map(|e| e.train_time_s).sum();
-            metrics.insert("train_time_s".into(), json!(train_time));
-        }
+        let mut metrics = record.final_metrics();
+        let train_time: f64 = record.epochs.iter().map(|e| e.train_time_s).sum();
+        metrics.insert("train_time_s".into(), json!(train_time));
         metrics.insert("epochs_run".into(), json!(record.epochs.len()));
         metrics.insert("steps_per_epoch".into(), json!(record.steps_per_epoch));
-        metrics.insert("diverged".into(), json!(record.diverged));
         metrics.insert("parameters".into(), json!(record.n_parameters));
         write_metrics(ctx.out_dir, &metrics)
     }

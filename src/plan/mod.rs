@@ -115,20 +115,6 @@ impl Plan {
         nodes.dedup();
         Ok(nodes)
     }
-
-    /// The DAG of nodes (edge: producer → consumer).
-    pub fn graph(&self) -> DiGraph<usize, ()> {
-        let mut g = DiGraph::with_capacity(self.nodes.len(), self.nodes.len());
-        for i in 0..self.nodes.len() {
-            g.add_node(i);
-        }
-        for (i, n) in self.nodes.iter().enumerate() {
-            for &d in &n.deps {
-                g.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
-            }
-        }
-        g
-    }
 }
 
 /// The member name: `base` or `base[k=v,k2=v2]`.
