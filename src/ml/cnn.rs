@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -142,29 +142,25 @@ pub fn train_binary(
         for epoch in 0..cfg.epochs {
             order.shuffle(&mut rng);
             let started = Instant::now();
-            let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-            for chunk in order.chunks(cfg.batch_size) {
-                if hooks.cancelled() {
-                    bail!("interrupted");
-                }
-                let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &device);
-                let x = train_features.clone().select(0, idx);
-                let z = head.forward(x).reshape([chunk.len()]);
-                let y = float_labels(train.labels, chunk, &device);
-                let (batch_correct, loss) =
-                    step_stats(&z, chunk, train.labels, bce_with_logits(z.clone(), y))?;
-                correct += batch_correct;
-                let loss_value: f32 = loss.clone().into_scalar::<f32>();
-                step_losses.push(loss_value);
-                if !loss_value.is_finite() {
-                    diverged = true;
-                    break;
-                }
-                loss_sum += loss_value as f64 * chunk.len() as f64;
-                let grads = GradientsParams::from_grads(loss.backward(), &head);
-                head = optim.step(cfg.lr, head, grads);
-            }
+            let (trained, loss_sum, correct, stopped) = binary_epoch(
+                head,
+                &mut optim,
+                cfg,
+                &order,
+                train.labels,
+                &device,
+                |head: &Linear, chunk: &[usize]| {
+                    let idx: Vec<i64> = chunk.iter().map(|&i| i as i64).collect();
+                    let idx =
+                        Tensor::<1, Int>::from_data(TensorData::new(idx, [chunk.len()]), &device);
+                    head.forward(train_features.clone().select(0, idx))
+                        .reshape([chunk.len()])
+                },
+                &mut step_losses,
+                hooks,
+            )?;
+            head = trained;
+            diverged |= stopped;
             let train_time_s = started.elapsed().as_secs_f64();
             let eval_started = Instant::now();
             let valid_head = head.valid();
@@ -210,35 +206,23 @@ pub fn train_binary(
     for epoch in 0..cfg.epochs {
         order.shuffle(&mut rng);
         let started = Instant::now();
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            if hooks.cancelled() {
-                bail!("interrupted");
-            }
-            let x = train.batch(chunk, &device);
-            let z = model.forward(x).reshape([chunk.len()]);
-            let y = float_labels(train.labels, chunk, &device);
-            let (batch_correct, loss) =
-                step_stats(&z, chunk, train.labels, bce_with_logits(z.clone(), y))?;
-            correct += batch_correct;
-            let loss_value: f32 = loss.clone().into_scalar::<f32>();
-            step_losses.push(loss_value);
-            if !loss_value.is_finite() {
-                diverged = true;
-                break;
-            }
-            loss_sum += loss_value as f64 * chunk.len() as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(cfg.lr, model, grads);
-            if b % 10 == 9 {
-                hooks.progress(format!(
-                    "epoch {}/{} step {}/{steps_per_epoch} loss {loss_value:.3}",
-                    epoch + 1,
-                    cfg.epochs,
-                    b + 1
-                ));
-            }
-        }
+        let (trained, loss_sum, correct, stopped) = binary_epoch(
+            model,
+            &mut optim,
+            cfg,
+            &order,
+            train.labels,
+            &device,
+            |model: &ResNet, chunk: &[usize]| {
+                model
+                    .forward(train.batch(chunk, &device))
+                    .reshape([chunk.len()])
+            },
+            &mut step_losses,
+            hooks,
+        )?;
+        model = trained;
+        diverged |= stopped;
         let train_time_s = started.elapsed().as_secs_f64();
         let eval_started = Instant::now();
         let valid = model.valid();
@@ -288,6 +272,46 @@ pub fn train_binary(
         test_probabilities,
         model: valid,
     })
+}
+
+/// One epoch of Adam on BCE over the batches of `order`, for any module (the whole ResNet, or
+/// the probe's head on precomputed features). Returns the module, the summed loss, the correct
+/// predictions and whether the loss became non-finite (the epoch stops there).
+#[allow(clippy::too_many_arguments)]
+fn binary_epoch<M: Module>(
+    mut module: M,
+    optim: &mut ModuleOptimizer,
+    cfg: &CnnConfig,
+    order: &[usize],
+    labels: &[u32],
+    device: &Device,
+    logits: impl Fn(&M, &[usize]) -> Tensor<1>,
+    step_losses: &mut Vec<f32>,
+    hooks: &dyn Hooks,
+) -> Result<(M, f64, usize, bool)> {
+    let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+    let steps = order.len().div_ceil(cfg.batch_size);
+    for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+        if hooks.cancelled() {
+            bail!("interrupted");
+        }
+        let z = logits(&module, chunk);
+        let y = float_labels(labels, chunk, device);
+        let (batch_correct, loss) = step_stats(&z, chunk, labels, bce_with_logits(z.clone(), y))?;
+        correct += batch_correct;
+        let loss_value: f32 = loss.clone().into_scalar::<f32>();
+        step_losses.push(loss_value);
+        if !loss_value.is_finite() {
+            return Ok((module, loss_sum, correct, true));
+        }
+        loss_sum += loss_value as f64 * chunk.len() as f64;
+        let grads = GradientsParams::from_grads(loss.backward(), &module);
+        module = optim.step(cfg.lr, module, grads);
+        if b % 10 == 9 {
+            hooks.progress(format!("step {}/{steps} loss {loss_value:.3}", b + 1));
+        }
+    }
+    Ok((module, loss_sum, correct, false))
 }
 
 #[allow(clippy::too_many_arguments)]
