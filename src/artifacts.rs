@@ -59,6 +59,9 @@ pub struct DatasetMeta {
     pub rows: [usize; 3],
     /// Where the data came from, for reports.
     pub source: String,
+    /// A name per test row (the image files of `features.backbone`), for per-row predictions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub test_names: Vec<String>,
 }
 
 pub struct Dataset {
@@ -385,6 +388,7 @@ mod tests {
                 transforms: vec![],
                 rows: [2, 1, 1],
                 source: "test".into(),
+                test_names: Vec::new(),
             },
             splits: [
                 table(vec![1., 2., 3., 4.], vec![0, 2]),

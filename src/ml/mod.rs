@@ -11,6 +11,7 @@
 pub mod boosting;
 pub mod cnn;
 pub mod logistic;
+pub mod metrics;
 pub mod mlp;
 pub mod native;
 pub mod resnet;

@@ -131,6 +131,7 @@ impl Op for DataCsv {
             transforms: vec![],
             rows: [splits[0].len(), splits[1].len(), splits[2].len()],
             source,
+            test_names: Vec::new(),
         };
         Dataset { meta, splits }
             .write(ctx.out_dir)

@@ -7,15 +7,14 @@
 //! progress sink and a cancel flag, and writes only into its output directory.
 
 mod baselines;
-mod boosting;
 mod data_csv;
 mod data_images;
-mod image_grid;
-mod logistic;
+mod features_backbone;
 mod params;
 mod plot_boundary;
 mod plot_curves;
 mod plot_grad_norms;
+mod plot_images;
 mod plot_vs_param;
 mod pretrain;
 mod report;
@@ -25,8 +24,11 @@ mod shell;
 mod sine;
 mod synthetic_faces;
 mod synthetic_map;
+mod synthetic_pretrain;
 mod table;
 mod train_cnn;
+mod train_gbdt;
+mod train_logistic;
 mod train_mlp;
 
 use std::path::{Path, PathBuf};
@@ -135,6 +137,17 @@ impl OpContext<'_> {
     pub fn resolve(&self, path: &str) -> PathBuf {
         self.root.join(path)
     }
+
+    /// Appends a line to the stage's log (kept in the cache entry, shown on failure).
+    pub fn log(&self, line: &str) -> Result<()> {
+        use std::io::Write;
+        let mut file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.log_path)?;
+        writeln!(file, "{line}")?;
+        Ok(())
+    }
 }
 
 pub trait Op: Send + Sync {
@@ -203,11 +216,13 @@ pub fn registry() -> &'static [&'static dyn Op] {
         &plot_grad_norms::PlotGradNorms,
         &synthetic_faces::SyntheticFaces,
         &data_images::DataImages,
+        &synthetic_pretrain::SyntheticPretrain,
         &pretrain::Pretrain,
         &train_cnn::TrainCnn,
-        &boosting::Boosting,
-        &logistic::Logistic,
-        &image_grid::ImageGrid,
+        &features_backbone::FeaturesBackbone,
+        &train_logistic::TrainLogistic,
+        &train_gbdt::TrainGbdt,
+        &plot_images::PlotImages,
         &report::Report,
     ];
     OPS

@@ -1,14 +1,14 @@
-//! `train.pretrain`: a ResNet18 backbone trained on a generated multi-class source task (shapes
-//! and textures, standing in for ImageNet), or a user's torchvision weights taken as they are.
+//! `train.pretrain`: a ResNet18 backbone trained on a multi-class image stage (by default the
+//! generated shapes and textures of `data.synthetic_pretrain`, standing in for ImageNet), or a
+//! user's torchvision weights taken as they are.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
-use crate::artifacts::RunRecord;
-use crate::datasets::faces::{ShapesConfig, synthetic_shapes};
+use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
+use crate::artifacts::{ImageDataset, RunRecord};
 use crate::ml::cnn::{CnnConfig, Images, Mode, pretrain};
 use crate::ml::resnet::{ResNet, ResNetConfig};
 
@@ -19,7 +19,7 @@ const PARAMS: &[ParamSpec] = &[
         name: "weights",
         ty: ParamType::Str,
         default: Some("''"),
-        doc: "a torchvision ResNet18 .safetensors file (torchvision's key names) to use instead of pretraining",
+        doc: "a torchvision ResNet18 .safetensors file (torchvision's key names) to use instead of pretraining on `data`",
     },
     ParamSpec {
         name: "width",
@@ -28,27 +28,9 @@ const PARAMS: &[ParamSpec] = &[
         doc: "ResNet base width (torchvision: 64)",
     },
     ParamSpec {
-        name: "size",
-        ty: ParamType::Int,
-        default: Some("64"),
-        doc: "image side of the source task",
-    },
-    ParamSpec {
-        name: "n",
-        ty: ParamType::Int,
-        default: Some("4000"),
-        doc: "source-task images",
-    },
-    ParamSpec {
-        name: "classes",
-        ty: ParamType::Int,
-        default: Some("10"),
-        doc: "source-task classes",
-    },
-    ParamSpec {
         name: "epochs",
         ty: ParamType::Int,
-        default: Some("2"),
+        default: Some("4"),
         doc: "passes over the source task",
     },
     ParamSpec {
@@ -64,24 +46,19 @@ const PARAMS: &[ParamSpec] = &[
         doc: "batch size",
     },
     ParamSpec {
-        name: "mean",
-        ty: ParamType::List(&ParamType::Float),
-        default: Some("[0.485, 0.456, 0.406]"),
-        doc: "normalisation of the source images (match the data's)",
-    },
-    ParamSpec {
-        name: "std",
-        ty: ParamType::List(&ParamType::Float),
-        default: Some("[0.229, 0.224, 0.225]"),
-        doc: "normalisation of the source images (match the data's)",
-    },
-    ParamSpec {
         name: "seed",
         ty: ParamType::Int,
         default: Some("0"),
-        doc: "seed of the source task, the weights and the shuffling",
+        doc: "seed of the initial weights and the shuffling",
     },
 ];
+
+const INPUTS: &[InputSpec] = &[InputSpec {
+    name: "data",
+    kind: InputKind::One,
+    doc: "a multi-class image stage to pretrain on (data.synthetic_pretrain, data.images); not needed with `weights`",
+    required: false,
+}];
 
 const OUTPUTS: &[OutputSpec] = &[
     OutputSpec {
@@ -103,13 +80,16 @@ impl Op for Pretrain {
         "train.pretrain"
     }
     fn doc(&self) -> &'static str {
-        "Pretrain a ResNet18 backbone on a generated shapes-and-textures task (cached: it runs once), or take torchvision weights."
+        "Pretrain a ResNet18 backbone on a multi-class image stage (cached: it runs once), or take torchvision weights."
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
     }
     fn outputs(&self) -> &'static [OutputSpec] {
         OUTPUTS
@@ -122,11 +102,12 @@ impl Op for Pretrain {
         true
     }
     fn cost_hint(&self, params: &Params) -> f64 {
+        if !params.str("weights").unwrap_or("").is_empty() {
+            return 1.0;
+        }
+        // The source set's size is not known before it exists: the report's 4,000 images.
         let width = params.f64("width").unwrap_or(16.0);
-        params.f64("n").unwrap_or(4000.0) / 1400.0
-            * 20.0
-            * (width / 16.0).powi(2)
-            * params.f64("epochs").unwrap_or(2.0)
+        4000.0 / 1400.0 * 20.0 * (width / 16.0).powi(2) * params.f64("epochs").unwrap_or(4.0)
     }
     fn file_deps(&self, params: &Params) -> Result<Vec<PathBuf>> {
         Ok(match params.str("weights")? {
@@ -164,28 +145,29 @@ impl Op for Pretrain {
             }
             .write(ctx.out_dir);
         }
-        let size = p.usize("size")?;
-        let classes = p.usize("classes")?;
-        let max_classes = crate::datasets::faces::SHAPE_CLASSES.len();
-        if !(2..=max_classes).contains(&classes) || size < 16 {
+        let Some(item) = ctx.input("data").first() else {
+            bail!("give a `data` input (a multi-class image stage) to pretrain on, or `weights`");
+        };
+        let source =
+            ImageDataset::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?;
+        let classes = source.meta.classes.len();
+        if classes < 2 || source.meta.labels[0].is_empty() {
             bail!(
-                "the source task needs 2..={max_classes} classes and images of at least 16 pixels"
+                "`{}` has {classes} classes and {} training images: nothing to pretrain on",
+                item.stage,
+                source.meta.labels[0].len()
             );
         }
-        let (mean, std) = (p.rgb("mean")?, p.rgb("std")?);
-        let source = synthetic_shapes(
-            &ShapesConfig {
-                seed: p.i64("seed")? as u64,
-                n: p.usize("n")?,
-                size: size as u32,
-                classes,
-            },
-            mean,
-            std,
-        );
+        let size = source.meta.size;
+        let (train_pixels, held_out_pixels) = (source.normalised(0), source.normalised(1));
         let images = Images {
-            pixels: &source.pixels,
-            labels: &source.labels,
+            pixels: &train_pixels,
+            labels: &source.meta.labels[0],
+            size,
+        };
+        let held_out = Images {
+            pixels: &held_out_pixels,
+            labels: &source.meta.labels[1],
             size,
         };
         let cfg = CnnConfig {
@@ -201,22 +183,26 @@ impl Op for Pretrain {
             seed: p.i64("seed")? as u64,
         };
         let hooks = super::train_mlp::OpHooks(ctx);
-        let (model, epochs) =
-            crate::ml::with_threads(ctx.threads, || pretrain(&images, classes, &cfg, &hooks))??;
+        let (model, epochs) = crate::ml::with_threads(ctx.threads, || {
+            pretrain(&images, &held_out, classes, &cfg, &hooks)
+        })??;
         model.save(&ctx.out_dir.join("model.safetensors"))?;
         std::fs::write(
             ctx.out_dir.join("model.json"),
-            serde_json::to_vec_pretty(
-                &json!({"kind": "resnet18", "resnet": cfg.resnet, "size": size}),
-            )?,
+            serde_json::to_vec_pretty(&json!({
+                "kind": "resnet18",
+                "resnet": cfg.resnet,
+                "size": size,
+                "classes": source.meta.classes,
+            }))?,
         )?;
         let n_parameters = burn::module::Module::num_params(&model);
         RunRecord {
             params: p.0.clone(),
-            steps_per_epoch: source.len().div_ceil(cfg.batch_size),
+            steps_per_epoch: images.len().div_ceil(cfg.batch_size),
             epochs,
             diverged: false,
-            data: format!("{} generated shapes, {classes} classes", source.len()),
+            data: source.meta.source.clone(),
             n_parameters,
         }
         .write(ctx.out_dir)

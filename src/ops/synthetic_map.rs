@@ -93,6 +93,7 @@ impl Op for SyntheticMap {
             transforms: vec![],
             rows: [splits[0].len(), splits[1].len(), splits[2].len()],
             source: format!("synthetic map (seed {})", cfg.seed),
+            test_names: Vec::new(),
         };
         Dataset { meta, splits }.write(ctx.out_dir)
     }

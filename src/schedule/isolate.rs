@@ -42,6 +42,17 @@ struct ChildInput {
     dir: PathBuf,
 }
 
+/// The running binary. On Linux `/proc/self/exe` opens the file this process was started from even
+/// after it was replaced or deleted (a `cargo build` during a long run), where the path that
+/// `current_exe` returns would start a different binary or fail with "No such file or directory".
+fn own_executable() -> Result<PathBuf> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("locating the pipeline executable")
+}
+
 /// Parent side: runs `ctx`'s op in a child process and waits for it.
 pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
     let job = ChildJob {
@@ -72,8 +83,7 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
             Device::Cpu => None,
         },
     };
-    let exe = std::env::current_exe().context("locating the pipeline executable")?;
-    let mut child = Command::new(exe)
+    let mut child = Command::new(own_executable()?)
         .arg("__run-op")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -492,9 +492,11 @@ fn section_7_runs_end_to_end_at_small_scale() {
 stages:
   faces: {op: data.synthetic_faces, params: {n_train: 40, n_val: 16, n_test: 16, size: 16}}
   images: {op: data.images, inputs: {folder: faces}, params: {size: 16}}
-  pretrained: {op: train.pretrain, params: {width: 4, size: 16, n: 64, classes: 4, epochs: 1, batch_size: 16}}
-  boosting: {op: baseline.boosting, inputs: {data: images}, params: {n_estimators: 5}}
-  logistic: {op: baseline.logistic, inputs: {data: images, backbone: pretrained}}
+  shapes: {op: data.synthetic_pretrain, params: {n_train: 64, n_val: 16, classes: 4, size: 16}}
+  pretrained: {op: train.pretrain, inputs: {data: shapes}, params: {width: 4, epochs: 1, batch_size: 16}}
+  features: {op: features.backbone, inputs: {data: images, backbone: pretrained}}
+  boosting: {op: train.gbdt, inputs: {data: images}, params: {n_estimators: 5}}
+  logistic: {op: train.logistic, inputs: {data: features}}
   scratch:
     op: train.cnn
     inputs: {data: images}
@@ -508,7 +510,7 @@ stages:
     params: {columns: [baseline, lr, train_loss, validation_acc, test_acc], group_by: baseline, best_per_group: 2}
   best: {op: select, inputs: {runs: [boosting, logistic, scratch, probe, finetune]}}
   worst: {op: select, inputs: {runs: [boosting, logistic, scratch, probe, finetune]}, params: {pick: worst}}
-  grid: {op: plot.image_grid, inputs: {right: best, wrong: worst, data: images}}
+  grid: {op: plot.images, inputs: {right: best, wrong: worst, data: images}}
 "#,
     );
     let run = p.run(&["run", "p.yaml"]).ok();
@@ -541,6 +543,15 @@ stages:
     );
     let predictions = json(&out_dir(&p, "p.yaml", "probe").join("predictions.json"));
     assert_eq!(predictions["probabilities"].as_array().unwrap().len(), 16);
+    // Backbone features: 8 × width per image, the test images named for the predictions.
+    let features = json(&out_dir(&p, "p.yaml", "features").join("dataset.json"));
+    assert_eq!(features["features"].as_array().unwrap().len(), 32);
+    assert_eq!(features["rows"], serde_json::json!([40, 16, 16]));
+    let logistic = json(&out_dir(&p, "p.yaml", "logistic").join("predictions.json"));
+    assert_eq!(logistic["files"], predictions["files"]);
+    let pretrain = json(&out_dir(&p, "p.yaml", "pretrained").join("run.json"));
+    let held_out = pretrain["epochs"][0]["validation_acc"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&held_out), "{pretrain}");
     let summary = json(&out_dir(&p, "p.yaml", "grid").join("summary.json"));
     assert!(
         summary["reading"].as_str().unwrap().contains("test images")
@@ -584,4 +595,36 @@ fn a_corrupt_image_is_named_or_skipped_and_counted() {
     p.run(&["run", "q.yaml"]).ok();
     let meta = json(&out_dir(&p, "q.yaml", "images").join("images.json"));
     assert_eq!(meta["skipped"], 1);
+}
+
+#[test]
+fn training_children_start_even_after_the_binary_is_replaced() {
+    // A rebuild during a long run replaces the binary on disk: children must still start from
+    // the running one. A shell stage deletes this run's own copy of the binary before training.
+    let p = Project::new();
+    let bin = p.path().join("bin/pipeline");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_pipeline"), &bin).unwrap();
+    let yaml = train_yaml("").replace(
+        "  europe:\n    op: data.csv\n    inputs: {csv: map}\n",
+        &format!(
+            "  csvs:\n    op: shell\n    inputs: {{map: map}}\n    params: {{cmd: 'cp \"$INPUT_MAP\"/*.csv . && rm \"$doomed\"', doomed: '{}', outputs: [train.csv]}}\n  europe:\n    op: data.csv\n    inputs: {{csv: csvs}}\n",
+            bin.display()
+        ),
+    );
+    assert!(yaml.contains("csvs"), "{yaml}");
+    p.write("p.yaml", &yaml);
+    let out = std::process::Command::new(&bin)
+        .args(["run", "p.yaml"])
+        .current_dir(p.path())
+        .env_remove("PIPELINE_CACHE")
+        .env_remove("PIPELINE_RESULTS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!bin.exists(), "the shell stage deleted the binary");
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    let run = json(&out_dir(&p, "p.yaml", "model").join("run.json"));
+    assert_eq!(run["epochs"].as_array().unwrap().len(), 3);
 }

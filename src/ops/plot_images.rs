@@ -1,4 +1,4 @@
-//! `plot.image_grid`: test images that one model classifies correctly and another gets wrong
+//! `plot.images`: test images that one model classifies correctly and another gets wrong
 //! (the report's 7.6.2: the best model right, the worst wrong).
 
 use anyhow::{Context, Result, bail};
@@ -8,7 +8,7 @@ use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamTyp
 use crate::artifacts::{ImageDataset, ItemSummary, Predictions};
 use crate::plot::{ImageTile, image_grid};
 
-pub struct ImageGrid;
+pub struct PlotImages;
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec {
@@ -67,9 +67,9 @@ const OUTPUTS: &[OutputSpec] = &[
     },
 ];
 
-impl Op for ImageGrid {
+impl Op for PlotImages {
     fn name(&self) -> &'static str {
-        "plot.image_grid"
+        "plot.images"
     }
     fn doc(&self) -> &'static str {
         "Show test images that one model gets right and another gets wrong, with both models' P(fake)."

@@ -1,14 +1,15 @@
-//! `baseline.boosting`: XGBoost-style gradient-boosted trees on the raw pixels of the images.
+//! `train.gbdt`: gradient-boosted trees (forust-ml, XGBoost's defaults) on a binary task: the raw
+//! pixels of an image stage (the flattened centre crop) or the features of a dataset stage.
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
+use super::baselines::BinaryData;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
-use crate::artifacts::ImageDataset;
 use crate::ml::boosting::{BoostConfig, BoostedTrees};
 
-pub struct Boosting;
+pub struct TrainGbdt;
 
 const PARAMS: &[ParamSpec] = &[
     ParamSpec {
@@ -36,6 +37,12 @@ const PARAMS: &[ParamSpec] = &[
         doc: "L2 regularisation of leaf weights",
     },
     ParamSpec {
+        name: "gamma",
+        ty: ParamType::Float,
+        default: Some("0.0"),
+        doc: "minimum gain a split needs (min_split_loss)",
+    },
+    ParamSpec {
         name: "min_child_weight",
         ty: ParamType::Float,
         default: Some("1.0"),
@@ -52,7 +59,7 @@ const PARAMS: &[ParamSpec] = &[
 const INPUTS: &[InputSpec] = &[InputSpec {
     name: "data",
     kind: InputKind::One,
-    doc: "an image stage; its flattened pixels are the features",
+    doc: "an image stage (its flattened pixels are the features) or a dataset stage, two classes",
     required: true,
 }];
 
@@ -67,16 +74,16 @@ const OUTPUTS: &[OutputSpec] = &[
     },
     OutputSpec {
         name: "model.json",
-        doc: "the trees",
+        doc: "the trees (forust-ml's JSON)",
     },
 ];
 
-impl Op for Boosting {
+impl Op for TrainGbdt {
     fn name(&self) -> &'static str {
-        "baseline.boosting"
+        "train.gbdt"
     }
     fn doc(&self) -> &'static str {
-        "Gradient-boosted trees (XGBoost's algorithm and defaults: logistic loss, second-order splits, histogram method) on flattened pixels."
+        "Gradient-boosted trees (forust-ml: XGBoost's algorithm and defaults, histogram method) on an image stage's pixels or a dataset stage."
     }
     fn version(&self) -> u32 {
         1
@@ -100,53 +107,36 @@ impl Op for Boosting {
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let p = ctx.params;
-        let item = &ctx.input("data")[0];
-        let data =
-            ImageDataset::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?;
-        if data.meta.classes.len() != 2 {
-            bail!(
-                "`{}` has {} classes: this baseline is binary",
-                item.stage,
-                data.meta.classes.len()
-            );
-        }
-        let d = 3 * data.meta.size * data.meta.size;
-        let features = |s: usize| -> Vec<f32> { data.bytes[s].iter().map(|&b| b as f32).collect() };
+        let data = BinaryData::from_input(ctx)?;
         let cfg = BoostConfig {
             n_estimators: p.usize("n_estimators")?,
             learning_rate: p.f64("learning_rate")? as f32,
             max_depth: p.usize("max_depth")?,
             lambda: p.f64("lambda")? as f32,
+            gamma: p.f64("gamma")? as f32,
             min_child_weight: p.f64("min_child_weight")? as f32,
-            max_bins: p.usize("max_bins")?.clamp(2, 256),
+            max_bins: p.usize("max_bins")?,
             threads: ctx.threads,
-            ..BoostConfig::default()
         };
-        let train_x = features(0);
+        ctx.progress.report(format!(
+            "fitting {} trees on {} rows × {} features",
+            cfg.n_estimators,
+            data.y[0].len(),
+            data.d
+        ));
         let started = Instant::now();
-        let total = cfg.n_estimators;
-        let mut progress = |tree: usize| {
-            if tree.is_multiple_of(10) {
-                ctx.progress.report(format!("tree {tree}/{total}"));
-            }
-        };
-        let model = BoostedTrees::fit(&train_x, &data.meta.labels[0], d, &cfg, &mut progress)?;
+        let model = BoostedTrees::fit(&data.x[0], &data.y[0], data.d, &cfg)?;
         let fit_seconds = started.elapsed().as_secs_f64();
+        ctx.log(&format!(
+            "fitted {} trees in {fit_seconds:.1} s",
+            model.n_trees()
+        ))?;
         model.save(&ctx.out_dir.join("model.json"))?;
-        let (train_p, val_p, test_p) = (
-            model.predict_proba(&train_x),
-            model.predict_proba(&features(1)),
-            model.predict_proba(&features(2)),
-        );
-        super::baselines::record(
-            ctx,
-            "boosting",
-            &data,
-            &train_p,
-            &val_p,
-            test_p,
-            fit_seconds,
-            0,
-        )
+        let probabilities = [
+            model.predict_proba(&data.x[0])?,
+            model.predict_proba(&data.x[1])?,
+            model.predict_proba(&data.x[2])?,
+        ];
+        super::baselines::record(ctx, "boosting", &data, probabilities, fit_seconds, 0)
     }
 }

@@ -1,0 +1,170 @@
+//! `features.backbone`: the pooled features of a frozen pretrained ResNet (evaluation mode, batch
+//! norm with its running statistics) for every image of an image stage, as a dataset stage, so
+//! that any learner on features (`train.logistic`, `train.gbdt`, `train.mlp`) can use them and a
+//! change to the learner does not recompute them.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
+use crate::artifacts::{Dataset, DatasetMeta, ImageDataset};
+use crate::datasets::Table;
+use crate::ml::resnet::ResNet;
+
+pub struct FeaturesBackbone;
+
+const PARAMS: &[ParamSpec] = &[ParamSpec {
+    name: "batch_size",
+    ty: ParamType::Int,
+    default: Some("64"),
+    doc: "images per forward pass",
+}];
+
+const INPUTS: &[InputSpec] = &[
+    InputSpec {
+        name: "data",
+        kind: InputKind::One,
+        doc: "an image stage (data.images)",
+        required: true,
+    },
+    InputSpec {
+        name: "backbone",
+        kind: InputKind::One,
+        doc: "a pretrained ResNet (train.pretrain)",
+        required: true,
+    },
+];
+
+const OUTPUTS: &[OutputSpec] = &[
+    OutputSpec {
+        name: "dataset.json",
+        doc: "the schema: features f0…, the image classes, the test image names",
+    },
+    OutputSpec {
+        name: "train.bin",
+        doc: "features and labels (validation.bin and test.bin likewise)",
+    },
+];
+
+impl Op for FeaturesBackbone {
+    fn name(&self) -> &'static str {
+        "features.backbone"
+    }
+    fn doc(&self) -> &'static str {
+        "The frozen pretrained backbone's pooled features (8 × width per image) of an image stage, as a dataset stage."
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn inputs(&self) -> &'static [InputSpec] {
+        INPUTS
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        OUTPUTS
+    }
+    /// Convolutions scale with cores: all the threads the run allows.
+    fn threads(&self) -> usize {
+        usize::MAX
+    }
+    /// burn's Flex backend in a process of its own, like every training stage.
+    fn isolate(&self) -> bool {
+        true
+    }
+    fn cost_hint(&self, _params: &Params) -> f64 {
+        3.0
+    }
+
+    fn run(&self, ctx: &OpContext) -> Result<()> {
+        let batch = ctx.params.usize("batch_size")?;
+        if batch == 0 {
+            bail!("batch_size must be at least 1");
+        }
+        let item = &ctx.input("data")[0];
+        let data =
+            ImageDataset::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?;
+        let backbone = &ctx.input("backbone")[0];
+        let cfg = super::train_cnn::backbone_config(&backbone.dir)
+            .with_context(|| format!("input `{}`", backbone.stage))?;
+        let device = Device::flex();
+        let mut model = ResNet::new(&cfg, &device);
+        model.load_weights(&backbone.dir.join("model.safetensors"), true)?;
+        let size = data.meta.size;
+        let per = 3 * size * size;
+        let d = cfg.features();
+        let total: usize = data.meta.labels.iter().map(Vec::len).sum();
+        let started = Instant::now();
+        let mut done = 0;
+        let mut features = |split: usize| -> Result<Vec<f32>> {
+            let pixels = data.normalised(split);
+            let n = data.meta.labels[split].len();
+            let mut out = Vec::with_capacity(n * d);
+            for start in (0..n).step_by(batch) {
+                if ctx.cancelled() {
+                    bail!("interrupted");
+                }
+                let end = (start + batch).min(n);
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(
+                        pixels[start * per..end * per].to_vec(),
+                        [end - start, 3, size, size],
+                    ),
+                    &device,
+                );
+                let f = model
+                    .features(x)
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                out.extend(f);
+                done += end - start;
+                ctx.progress.report(format!("{done}/{total} images"));
+            }
+            Ok(out)
+        };
+        let splits = crate::ml::with_threads(ctx.threads, || -> Result<[Vec<f32>; 3]> {
+            Ok([features(0)?, features(1)?, features(2)?])
+        })??;
+        let seconds = started.elapsed().as_secs_f64();
+        ctx.log(&format!(
+            "{total} images in {seconds:.2} s: {:.0} images/s ({} threads)",
+            total as f64 / seconds.max(1e-9),
+            ctx.threads
+        ))?;
+        let names: Vec<String> = (0..d).map(|i| format!("f{i}")).collect();
+        let [train, validation, test] = splits;
+        let table = |x: Vec<f32>, s: usize| Table {
+            features: names.clone(),
+            label: "class".into(),
+            x,
+            y: data.meta.labels[s].clone(),
+        };
+        let meta = DatasetMeta {
+            features: names.clone(),
+            label: "class".into(),
+            n_classes: data.meta.classes.len(),
+            raw_features: names.clone(),
+            transforms: Vec::new(),
+            rows: [
+                data.meta.labels[0].len(),
+                data.meta.labels[1].len(),
+                data.meta.labels[2].len(),
+            ],
+            source: format!(
+                "{}-d features of `{}` on {}",
+                d, backbone.stage, data.meta.source
+            ),
+            test_names: data.meta.files[2].clone(),
+        };
+        Dataset {
+            meta,
+            splits: [table(train, 0), table(validation, 1), table(test, 2)],
+        }
+        .write(ctx.out_dir)
+    }
+}

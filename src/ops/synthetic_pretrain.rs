@@ -1,0 +1,151 @@
+//! `data.synthetic_pretrain`: the multi-class source task the backbone is pretrained on, standing
+//! in for ImageNet: procedural shapes and textures (circles, stars, stripes, checkers, rings, …)
+//! with random colours, positions, scales, rotations, backgrounds and noise, as an image stage.
+
+use anyhow::{Result, bail};
+
+use super::{Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
+use crate::artifacts::{ImageDataset, ImageMeta};
+use crate::datasets::faces::{SHAPE_CLASSES, ShapesConfig, synthetic_shapes};
+
+pub struct SyntheticPretrain;
+
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "n_train",
+        ty: ParamType::Int,
+        default: Some("4000"),
+        doc: "training images (classes balanced)",
+    },
+    ParamSpec {
+        name: "n_val",
+        ty: ParamType::Int,
+        default: Some("400"),
+        doc: "held-out images, for the source-task accuracy",
+    },
+    ParamSpec {
+        name: "classes",
+        ty: ParamType::Int,
+        default: Some("10"),
+        doc: "classes, the first ones of circle, square, triangle, star, stripes, checker, rings, blobs, cross, dots, hexagon, crescent",
+    },
+    ParamSpec {
+        name: "size",
+        ty: ParamType::Int,
+        default: Some("64"),
+        doc: "image side in pixels (at least 16)",
+    },
+    ParamSpec {
+        name: "mean",
+        ty: ParamType::List(&ParamType::Float),
+        default: Some("[0.485, 0.456, 0.406]"),
+        doc: "per-channel mean for normalisation (ImageNet's by default)",
+    },
+    ParamSpec {
+        name: "std",
+        ty: ParamType::List(&ParamType::Float),
+        default: Some("[0.229, 0.224, 0.225]"),
+        doc: "per-channel standard deviation for normalisation",
+    },
+    ParamSpec {
+        name: "seed",
+        ty: ParamType::Int,
+        default: Some("0"),
+        doc: "picks every image; the same seed gives the same bytes",
+    },
+];
+
+const OUTPUTS: &[OutputSpec] = &[
+    OutputSpec {
+        name: "images.json",
+        doc: "size, classes, normalisation, image names and labels per split",
+    },
+    OutputSpec {
+        name: "train.u8",
+        doc: "the images' RGB bytes (val.u8 likewise; test.u8 is empty)",
+    },
+];
+
+impl Op for SyntheticPretrain {
+    fn name(&self) -> &'static str {
+        "data.synthetic_pretrain"
+    }
+    fn doc(&self) -> &'static str {
+        "A generated multi-class shapes-and-textures image set (stands in for ImageNet) to pretrain a backbone on."
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn params(&self) -> &'static [ParamSpec] {
+        PARAMS
+    }
+    fn outputs(&self) -> &'static [OutputSpec] {
+        OUTPUTS
+    }
+    /// Images are drawn in parallel.
+    fn threads(&self) -> usize {
+        usize::MAX
+    }
+    fn cost_hint(&self, params: &Params) -> f64 {
+        params.f64("n_train").unwrap_or(4000.0) / 2000.0
+    }
+
+    fn run(&self, ctx: &OpContext) -> Result<()> {
+        let p = ctx.params;
+        let (n_train, n_val) = (p.usize("n_train")?, p.usize("n_val")?);
+        let classes = p.usize("classes")?;
+        let size = p.usize("size")?;
+        let max_classes = SHAPE_CLASSES.len();
+        if !(2..=max_classes).contains(&classes) {
+            bail!("classes must be 2 to {max_classes}, got {classes}");
+        }
+        if size < 16 {
+            bail!("size must be at least 16, got {size}");
+        }
+        if n_train < classes {
+            bail!("n_train ({n_train}) must be at least the number of classes ({classes})");
+        }
+        let cfg = ShapesConfig {
+            seed: p.i64("seed")? as u64,
+            n: n_train + n_val,
+            size: size as u32,
+            classes,
+        };
+        // Drawn unnormalised (values are bytes / 255) and stored as bytes, as data.images does.
+        let set =
+            crate::ml::with_threads(ctx.threads, || synthetic_shapes(&cfg, [0.0; 3], [1.0; 3]))?;
+        let per = 3 * size * size;
+        let bytes: Vec<u8> = set
+            .pixels
+            .iter()
+            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+            .collect();
+        let (train, val) = bytes.split_at(n_train * per);
+        let meta = ImageMeta {
+            size,
+            classes: set.classes.clone(),
+            mean: p.rgb("mean")?,
+            std: p.rgb("std")?,
+            files: [
+                set.files[..n_train].to_vec(),
+                set.files[n_train..].to_vec(),
+                Vec::new(),
+            ],
+            labels: [
+                set.labels[..n_train].to_vec(),
+                set.labels[n_train..].to_vec(),
+                Vec::new(),
+            ],
+            skipped: 0,
+            source: format!(
+                "{n_train} + {n_val} generated shapes and textures, {classes} classes (seed {})",
+                cfg.seed
+            ),
+        };
+        ImageDataset {
+            meta,
+            bytes: [train.to_vec(), val.to_vec(), Vec::new()],
+        }
+        .write(ctx.out_dir)
+    }
+}
