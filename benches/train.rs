@@ -4,10 +4,14 @@
 //!   33) at batch sizes 1, 16, 128, 256, 1024, one thread, for both engines (native and burn);
 //! - with `BENCH_CNN=1`: a ResNet18 training step (64×64, batch 32, 2 threads), widths 16 and 64;
 //! - with `BENCH_SECTION6=1`: section 6 end to end (`pipeline run pipelines/report.yaml` on a
-//!   fresh cache, all cores).
+//!   fresh cache, all cores);
+//! - with `BENCH_GBDT=1`: gradient-boosted trees (`train.gbdt`'s defaults, 2 threads) on the
+//!   report's generated faces (raw pixels, 1,400 × 12,288), fit time (one run) and validation and
+//!   test accuracy, against XGBoost (`hist`) on the same data.
 //!
 //! The PyTorch side is `benches/torch_reference.py`, run with the interpreter in `TORCH_PYTHON`
-//! (default `python3`); without torch only our numbers are printed.
+//! (default `python3`); without torch only our numbers are printed. The XGBoost side is
+//! `benches/xgboost_reference.py`, run with the interpreter in `XGB_PYTHON` (skipped if unset).
 
 use std::process::Command;
 use std::time::Instant;
@@ -182,6 +186,107 @@ fn cnn_steps(torch: &[(usize, f64)]) {
     }
 }
 
+/// Boosted trees against XGBoost on the report's faces: one fit each (about 40 s on 2 threads).
+fn gbdt() {
+    use pipeline::datasets::faces::{FacesConfig, write_synthetic_faces};
+    use pipeline::datasets::images::{LoadOptions, read_image_folder};
+    use pipeline::ml::boosting::{BoostConfig, BoostedTrees};
+    use pipeline::ml::metrics::accuracy;
+
+    // The report's `faces` → `images` stages: generated PNGs read back as 0–255 bytes (CHW).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let faces = FacesConfig::default();
+    write_synthetic_faces(dir.path(), &faces).expect("faces");
+    let options = LoadOptions {
+        size: faces.size,
+        mean: [0.0; 3],
+        std: [1.0; 3],
+        skip_unreadable: false,
+    };
+    let splits = ["train", "val", "test"].map(|split| {
+        let (set, _) = read_image_folder(&dir.path().join(split), &options).expect("images");
+        let x: Vec<f32> = set
+            .pixels
+            .iter()
+            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0))
+            .collect();
+        (x, set.labels)
+    });
+    let d = 3 * faces.size as usize * faces.size as usize;
+    let n = splits.each_ref().map(|(_, y)| y.len());
+    println!(
+        "boosted trees, 100 rounds, depth 6, 256 bins, 2 threads, faces {} / {} / {} × {d} pixels (1 run):",
+        n[0], n[1], n[2]
+    );
+
+    let cfg = BoostConfig {
+        threads: 2,
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let model = BoostedTrees::fit(&splits[0].0, &splits[0].1, d, &cfg).expect("fit");
+    let ours_s = start.elapsed().as_secs_f64();
+    let acc = |s: usize| {
+        accuracy(
+            &model.predict_proba(&splits[s].0).expect("predict"),
+            &splits[s].1,
+        )
+    };
+    let (val, test) = (acc(1), acc(2));
+    println!("  forust  {ours_s:>6.1} s   val {val:.4}   test {test:.4}");
+
+    let Some(python) = std::env::var_os("XGB_PYTHON") else {
+        println!("  (XGBoost skipped: set XGB_PYTHON to a python with xgboost and scikit-learn)");
+        return;
+    };
+    // benches/xgboost_reference.py's format: raw little-endian files and meta.json.
+    let data = tempfile::tempdir().expect("temp dir");
+    for (name, (x, y)) in ["train", "val", "test"].iter().zip(&splits) {
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(data.path().join(format!("{name}_x.f32")), bytes).expect("write");
+        let bytes: Vec<u8> = y.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(data.path().join(format!("{name}_y.u32")), bytes).expect("write");
+    }
+    let meta = serde_json::json!({ "d": d, "n": n });
+    std::fs::write(data.path().join("meta.json"), meta.to_string()).expect("write");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/xgboost_reference.py");
+    let out = match Command::new(&python)
+        .arg(script)
+        .arg(data.path())
+        .args(["--threads", "2"])
+        .output()
+    {
+        Ok(out) => out,
+        Err(e) => {
+            println!("  (XGBoost skipped: cannot run {}: {e})", python.display());
+            return;
+        }
+    };
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        println!("  (XGBoost failed: {})", err.lines().last().unwrap_or(""));
+        return;
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(theirs) = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    else {
+        println!("  (XGBoost printed no JSON line)");
+        return;
+    };
+    let field = |k: &str| theirs[k].as_f64().unwrap_or(f64::NAN);
+    let xgb_s = field("fit_s");
+    println!(
+        "  xgboost {xgb_s:>6.1} s   val {:.4}   test {:.4}   (version {})",
+        field("val_acc"),
+        field("test_acc"),
+        theirs["xgboost"].as_str().unwrap_or("?")
+    );
+    println!("  time xgboost / forust: {:.2}×", xgb_s / ours_s);
+}
+
 fn main() {
     let torch = torch_steps();
     println!(
@@ -227,5 +332,8 @@ fn main() {
             "section 6 end to end (generated data, fresh cache, all cores): {:.1} s",
             start.elapsed().as_secs_f64()
         );
+    }
+    if std::env::var_os("BENCH_GBDT").is_some() {
+        gbdt();
     }
 }
