@@ -54,7 +54,7 @@ impl Op for SyntheticFaces {
          generators do, with faint periodic checkerboard traces of varying strength."
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS

@@ -1,6 +1,9 @@
 //! `data.synthetic_pretrain`: the multi-class source task the backbone is pretrained on, standing
 //! in for ImageNet: procedural shapes and textures (circles, stars, stripes, checkers, rings, …)
-//! with random colours, positions, scales, rotations, backgrounds and noise, as an image stage.
+//! with random colours, positions, scales, rotations, backgrounds and noise, as an image stage;
+//! by default half of them form one more class, `resampled`, passed through the same generator-like
+//! up-sampling as the fake faces. Without that class a backbone pretrained here learns shapes
+//! but nothing that transfers to spotting fakes, where ImageNet features do transfer.
 
 use anyhow::{Result, bail};
 
@@ -28,6 +31,12 @@ const PARAMS: &[ParamSpec] = &[
         ty: ParamType::Int,
         default: Some("10"),
         doc: "classes, the first ones of circle, square, triangle, star, stripes, checker, rings, blobs, cross, dots, hexagon, crescent",
+    },
+    ParamSpec {
+        name: "resampled",
+        ty: ParamType::Float,
+        default: Some("0.5"),
+        doc: "fraction of the images in one more class, `resampled`: shapes reduced and brought back up by generator-like ×2 transposed convolutions (0: none)",
     },
     ParamSpec {
         name: "size",
@@ -102,6 +111,10 @@ impl Op for SyntheticPretrain {
         if size < 16 {
             bail!("size must be at least 16, got {size}");
         }
+        let resampled = p.f64("resampled")?;
+        if !(0.0..1.0).contains(&resampled) {
+            bail!("resampled must be at least 0 and below 1, got {resampled}");
+        }
         if n_train < classes {
             bail!("n_train ({n_train}) must be at least the number of classes ({classes})");
         }
@@ -110,6 +123,7 @@ impl Op for SyntheticPretrain {
             n: n_train + n_val,
             size: size as u32,
             classes,
+            resampled: resampled as f32,
         };
         // Drawn unnormalised (values are bytes / 255) and stored as bytes, as data.images does.
         let set =
@@ -138,7 +152,8 @@ impl Op for SyntheticPretrain {
             ],
             skipped: 0,
             source: format!(
-                "{n_train} + {n_val} generated shapes and textures, {classes} classes (seed {})",
+                "{n_train} + {n_val} generated shapes and textures, {} classes (seed {})",
+                set.classes.len(),
                 cfg.seed
             ),
         };
