@@ -51,7 +51,17 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     if jobs == 0 {
         anyhow::bail!("--jobs must be at least 1");
     }
-    let gpus = args.gpus.unwrap_or_else(schedule::detect_gpus);
+    let found = schedule::detect_gpus();
+    let (gpus, gpu_note) = if schedule::GPU_BACKEND {
+        (args.gpus.unwrap_or(found), String::new())
+    } else {
+        let note = match args.gpus {
+            Some(n) if n > 0 => format!(" (--gpus {n} ignored: this build has no GPU backend)"),
+            _ if found > 0 => format!(" ({found} found; this build has no GPU backend)"),
+            _ => String::new(),
+        };
+        (0, note)
+    };
     let options = Options {
         jobs,
         gpus,
@@ -68,7 +78,7 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     };
     if !args.quiet {
         println!(
-            "pipeline {}: {} stages ({} unique), jobs {jobs}, gpus {gpus}",
+            "pipeline {}: {} stages ({} unique), jobs {jobs}, gpus {gpus}{gpu_note}",
             args.pipeline.file.display(),
             plan.stages.len(),
             plan.nodes.len()

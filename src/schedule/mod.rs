@@ -281,8 +281,13 @@ pub fn run(
                         }
                         None => {
                             if !warned_gpu {
+                                let why = if GPU_BACKEND {
+                                    "none is available"
+                                } else {
+                                    "this build has no GPU backend"
+                                };
                                 reporter.event(&Event::Warning(format!(
-                                    "`{}` asks for a GPU but none is available: running on the CPU",
+                                    "`{}` asks for a GPU but {why}: running on the CPU",
                                     plan.node_name(node_index)
                                 )));
                                 warned_gpu = true;
@@ -641,6 +646,12 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+/// Whether this build can run a stage on a GPU. No op has a GPU backend yet: burn's CUDA backend
+/// cannot be built where this project builds (its build script downloads an LLVM bundle from
+/// GitHub), so a GPU slot would only reserve a device that nothing uses. Until then every stage
+/// runs on the CPU, and `run` says so instead of pretending.
+pub const GPU_BACKEND: bool = false;
 
 /// NVIDIA GPUs visible to this process (device nodes `/dev/nvidia0`, `/dev/nvidia1`, …).
 pub fn detect_gpus() -> usize {

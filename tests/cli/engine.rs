@@ -298,10 +298,17 @@ fn a_gpu_stage_without_a_gpu_runs_on_the_cpu_and_says_so() {
         "p.yaml",
         "stages:\n  s: {op: shell, resources: {gpu: 1}, params: {cmd: 'echo $STAGE >> \"$ROOT/ran.log\"'}}\n",
     );
-    let run = p.run(&["run", "p.yaml", "--gpus", "0"]).ok();
+    // This build has no GPU backend: even `--gpus 1` runs the stage on the CPU, and says why.
+    let run = p.run(&["run", "p.yaml", "--gpus", "1"]).ok();
     assert!(
         run.stdout
-            .contains("asks for a GPU but none is available: running on the CPU"),
+            .contains("gpus 0 (--gpus 1 ignored: this build has no GPU backend)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("asks for a GPU but this build has no GPU backend: running on the CPU"),
         "{}",
         run.stdout
     );
