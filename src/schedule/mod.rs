@@ -262,16 +262,27 @@ pub fn run(
             signal_children(libc::SIGTERM);
             reporter.event(&Event::Interrupted);
         }
-        if !summary.interrupted {
+        // First every ready stage that gets all the threads it asks for; then, if threads are
+        // still free and nothing else fits, a stage that takes "all threads" (not pinned by
+        // `resources`) starts on what is free rather than leaving cores idle until, say, a long
+        // one-thread training ends. Thread counts do not change results (tested).
+        for shrink in [false, true] {
+            if summary.interrupted {
+                break;
+            }
             let mut i = 0;
             while i < ready.len() {
                 let node_index = ready[i];
                 let node = &plan.nodes[node_index];
-                let threads = node.threads.clamp(1, jobs);
-                if threads > free_threads {
+                let wanted = node.threads.clamp(1, jobs);
+                let threads = if wanted <= free_threads {
+                    wanted
+                } else if shrink && node.threads == usize::MAX && free_threads > 0 {
+                    free_threads
+                } else {
                     i += 1;
                     continue;
-                }
+                };
                 let device = if node.gpu > 0 {
                     match free_gpus.pop() {
                         Some(g) => Device::Cuda(g),

@@ -628,3 +628,80 @@ fn training_children_start_even_after_the_binary_is_replaced() {
     let run = json(&out_dir(&p, "p.yaml", "model").join("run.json"));
     assert_eq!(run["epochs"].as_array().unwrap().len(), 3);
 }
+
+/// `meta.json` of the one cache entry computed by `op`.
+fn entry_meta(p: &Project, op: &str) -> Value {
+    let metas: Vec<Value> = p
+        .entries()
+        .iter()
+        .map(|e| json(&e.join("meta.json")))
+        .filter(|m| m["op"] == op)
+        .collect();
+    assert_eq!(metas.len(), 1, "{op}: {metas:?}");
+    metas[0].clone()
+}
+
+#[test]
+fn an_all_threads_stage_starts_on_the_free_thread_instead_of_waiting() {
+    // Two threads; a one-thread stage holds one of them for 3 s. The shapes generator asks for
+    // all threads: it starts at once on the other one rather than waiting for both.
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        "stages:\n  sleeper: {op: shell, params: {cmd: 'sleep 3'}}\n  shapes: {op: data.synthetic_pretrain, params: {n_train: 16, n_val: 4, classes: 2, size: 16}}\n",
+    );
+    p.run(&["run", "p.yaml", "--jobs", "2"]).ok();
+    let (sleeper, shapes) = (
+        entry_meta(&p, "shell"),
+        entry_meta(&p, "data.synthetic_pretrain"),
+    );
+    assert_eq!(sleeper["threads"], 1);
+    assert_eq!(shapes["threads"], 1, "{shapes}");
+    let started = |m: &Value| m["started_at"].as_f64().unwrap();
+    assert!(
+        started(&shapes) < started(&sleeper) + 2.0,
+        "the shapes waited for the sleeper: {shapes} {sleeper}"
+    );
+    // Alone, it gets both threads.
+    let q = Project::new();
+    q.write(
+        "p.yaml",
+        "stages:\n  shapes: {op: data.synthetic_pretrain, params: {n_train: 16, n_val: 4, classes: 2, size: 16}}\n",
+    );
+    q.run(&["run", "p.yaml", "--jobs", "2"]).ok();
+    assert_eq!(entry_meta(&q, "data.synthetic_pretrain")["threads"], 2);
+}
+
+#[test]
+fn thread_counts_do_not_change_the_numbers() {
+    // The scheduler may start an all-threads stage on fewer threads: results must not depend on it.
+    let yaml = r#"
+stages:
+  faces: {op: data.synthetic_faces, params: {n_train: 48, n_val: 16, n_test: 16, size: 16}}
+  images: {op: data.images, inputs: {folder: faces}, params: {size: 16}}
+  shapes: {op: data.synthetic_pretrain, params: {n_train: 64, n_val: 16, classes: 3, size: 16}}
+  pretrained: {op: train.pretrain, inputs: {data: shapes}, params: {width: 4, epochs: 1, batch_size: 16}}
+  finetune: {op: train.cnn, inputs: {data: images, backbone: pretrained}, params: {mode: finetune, batch_size: 8}}
+  boosting: {op: train.gbdt, inputs: {data: images}, params: {n_estimators: 5}}
+"#;
+    let numbers = |jobs: &str| -> Vec<Value> {
+        let p = Project::new();
+        p.write("p.yaml", yaml);
+        p.run(&["run", "p.yaml", "--jobs", jobs]).ok();
+        ["pretrained", "finetune", "boosting"]
+            .iter()
+            .flat_map(|stage| {
+                let run = json(&out_dir(&p, "p.yaml", stage).join("run.json"));
+                let epochs = run["epochs"].as_array().unwrap().clone();
+                epochs.into_iter().map(|mut e| {
+                    let e = e.as_object_mut().unwrap();
+                    e.retain(|k, _| !k.ends_with("time_s"));
+                    Value::Object(e.clone())
+                })
+            })
+            .collect()
+    };
+    let (one, two) = (numbers("1"), numbers("2"));
+    assert_eq!(one.len(), 3);
+    assert_eq!(one, two);
+}
