@@ -388,6 +388,22 @@ fn evaluate_logits(
     ))
 }
 
+/// How many rows of `logits` ([batch, classes]) have their largest value at the label's index.
+fn correct_classes(logits: &Tensor<2>, labels: &[i64]) -> Result<usize> {
+    let predictions = logits
+        .clone()
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(predictions
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| p == l)
+        .count())
+}
+
 /// Mean cross-entropy and accuracy of a multi-class model on `images` (evaluation mode).
 fn evaluate_multiclass(model: &ResNet, images: &Images, batch: usize) -> Result<(f64, f64)> {
     if images.is_empty() {
@@ -400,18 +416,7 @@ fn evaluate_multiclass(model: &ResNet, images: &Images, batch: usize) -> Result<
     for chunk in all.chunks(batch.max(1)) {
         let logits = model.forward(images.batch(chunk, &device));
         let labels: Vec<i64> = chunk.iter().map(|&i| images.labels[i] as i64).collect();
-        let predictions = logits
-            .clone()
-            .argmax(1)
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        correct += predictions
-            .iter()
-            .zip(&labels)
-            .filter(|(p, l)| p == l)
-            .count();
+        correct += correct_classes(&logits, &labels)?;
         let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [chunk.len()]), &device);
         let loss: f32 = loss_fn.forward(logits, y).into_scalar::<f32>();
         loss_sum += f64::from(loss) * chunk.len() as f64;
@@ -463,18 +468,7 @@ pub fn pretrain(
                 &device,
             );
             let logits = model.forward(x);
-            let predictions = logits
-                .clone()
-                .argmax(1)
-                .into_data()
-                .convert::<i64>()
-                .try_into_vec::<i64>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            correct += predictions
-                .iter()
-                .zip(&labels)
-                .filter(|(p, l)| p == l)
-                .count();
+            correct += correct_classes(&logits, &labels)?;
             let loss = loss_fn.forward(logits, y);
             let loss_value: f32 = loss.clone().into_scalar::<f32>();
             loss_sum += loss_value as f64 * chunk.len() as f64;
