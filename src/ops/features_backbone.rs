@@ -132,7 +132,7 @@ impl Op for FeaturesBackbone {
         })??;
         let seconds = started.elapsed().as_secs_f64();
         ctx.log(&format!(
-            "{total} images in {seconds:.2} s: {:.0} images/s ({} threads)",
+            "{total} images in {seconds:.2} s: {:.0} images/s, threads: {}",
             total as f64 / seconds.max(1e-9),
             ctx.threads
         ))?;

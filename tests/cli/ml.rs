@@ -705,3 +705,20 @@ stages:
     assert_eq!(one.len(), 3);
     assert_eq!(one, two);
 }
+
+#[test]
+fn binary_learners_reject_a_multi_class_dataset_by_name() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        &format!("{DATA}  trees:\n    op: train.gbdt\n    inputs: {{data: europe}}\n"),
+    );
+    let run = p.run(&["run", "p.yaml"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("`europe` has 33 classes: this learner is binary"),
+        "{}",
+        run.stdout
+    );
+}
