@@ -377,6 +377,41 @@ mod tests {
     }
 
     #[test]
+    fn described_params_share_list_or_summarise() {
+        let run = |pairs: &[(&str, serde_json::Value)]| RunRecord {
+            params: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            ..Default::default()
+        };
+        use serde_json::json;
+        let a = run(&[
+            ("seed", json!(0)),
+            ("lr", json!(0.1)),
+            ("trees", json!(100)),
+        ]);
+        let b = run(&[("seed", json!(0)), ("lr", json!(0.01))]);
+        let few = describe_params(&[&a, &b]);
+        assert_eq!(
+            few,
+            [
+                ("seed".to_string(), "0".to_string()),
+                ("lr".to_string(), "0.1 / 0.01".to_string()),
+                ("trees".to_string(), "100 / —".to_string()),
+            ]
+        );
+        let many: Vec<&RunRecord> = std::iter::once(&a).chain([&b; 5]).collect();
+        assert_eq!(
+            describe_params(&many),
+            [
+                ("seed".to_string(), "0".to_string()),
+                ("lr".to_string(), "varies by run".to_string()),
+            ]
+        );
+    }
+
+    #[test]
     fn dataset_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Dataset {
@@ -480,28 +515,33 @@ impl ItemSummary {
     }
 }
 
-/// The parameters a set of runs share, and those that vary, formatted for a report.
+/// Runs beyond which varying parameters are not listed value by value (tables and legends show
+/// them per run; a line of 17 slash-separated values helps nobody).
+const LIST_VALUES_UP_TO: usize = 4;
+
+/// The parameters a set of runs share, and those that vary, formatted for a report: a shared
+/// value as it is; varying values one per run for a few runs, else "varies by run"; a parameter
+/// that only some of many runs have (one baseline's settings among others) is left out.
 pub fn describe_params(runs: &[&RunRecord]) -> Vec<(String, String)> {
     let Some(first) = runs.first() else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for (k, v) in &first.params {
-        let values: Vec<String> = runs
+        let values: Vec<Option<String>> = runs
             .iter()
-            .map(|r| {
-                r.params
-                    .get(k)
-                    .map(crate::spec::format_value)
-                    .unwrap_or_else(|| "—".into())
-            })
+            .map(|r| r.params.get(k).map(crate::spec::format_value))
             .collect();
-        let mut distinct = values.clone();
-        distinct.dedup();
-        if distinct.len() == 1 {
+        if values.iter().all(|x| x == &values[0]) {
             out.push((k.clone(), crate::spec::format_value(v)));
-        } else {
-            out.push((k.clone(), values.join(" / ")));
+        } else if runs.len() <= LIST_VALUES_UP_TO {
+            let listed: Vec<String> = values
+                .into_iter()
+                .map(|x| x.unwrap_or_else(|| "—".into()))
+                .collect();
+            out.push((k.clone(), listed.join(" / ")));
+        } else if values.iter().all(Option::is_some) {
+            out.push((k.clone(), "varies by run".into()));
         }
     }
     out

@@ -71,7 +71,8 @@ impl Op for PlotBoundary {
         "Plot decision boundaries: predictions over a grid of the data's two raw features, test points on top."
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the report's parameter line no longer lists one value per run for many runs.
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS

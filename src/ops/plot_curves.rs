@@ -81,7 +81,8 @@ impl Op for PlotCurves {
         "Plot learning curves: metrics vs epoch (or loss vs batch step) for every run gathered."
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the report's parameter line no longer lists one value per run for many runs.
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS

@@ -52,7 +52,8 @@ impl Op for PlotGradNorms {
         "Plot the per-layer gradient magnitude of a run against epoch (vanishing or healthy gradients)."
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the report's parameter line no longer lists one value per run for many runs.
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS

@@ -59,7 +59,8 @@ impl Op for PlotVsParam {
         "Plot final metrics (e.g. train/validation/test accuracy) against a swept parameter."
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the report's parameter line no longer lists one value per run for many runs.
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS

@@ -82,7 +82,8 @@ impl Op for Table {
         "Tabulate runs: parameters and final metrics per run, best and worst named."
     }
     fn version(&self) -> u32 {
-        1
+        // 2: the report's parameter line no longer lists one value per run for many runs.
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
