@@ -125,16 +125,8 @@ impl Op for SyntheticPretrain {
             classes,
             resampled: resampled as f32,
         };
-        // Drawn unnormalised (values are bytes / 255) and stored as bytes, as data.images does.
-        let set =
-            crate::ml::with_threads(ctx.threads, || synthetic_shapes(&cfg, [0.0; 3], [1.0; 3]))?;
-        let per = 3 * size * size;
-        let bytes: Vec<u8> = set
-            .pixels
-            .iter()
-            .map(|&v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
-            .collect();
-        let (train, val) = bytes.split_at(n_train * per);
+        let set = crate::ml::with_threads(ctx.threads, || synthetic_shapes(&cfg))?;
+        let (train, val) = set.bytes.split_at(n_train * 3 * size * size);
         let meta = ImageMeta {
             size,
             classes: set.classes.clone(),
