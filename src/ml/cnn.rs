@@ -124,14 +124,8 @@ pub fn train_binary(
         // evaluation mode, and only the linear head trains.
         let backbone = model.valid();
         let inner = device.clone().inner();
-        let features = |images: &Images| -> Tensor<2> {
-            let all: Vec<usize> = (0..images.len()).collect();
-            let parts: Vec<Tensor<2>> = all
-                .chunks(cfg.eval_batch_size.max(1))
-                .map(|c| backbone.features(images.batch(c, &inner)))
-                .collect();
-            Tensor::cat(parts, 0)
-        };
+        let features =
+            |images: &Images| pooled_features(&backbone, images, cfg.eval_batch_size, &inner);
         let (train_features, validation_features, test_features) =
             (features(train), features(validation), features(test));
         let mut head: Linear = super::seeded(&device, cfg.seed, || {
@@ -386,6 +380,22 @@ fn evaluate_logits(
         correct as f64 / labels.len() as f64,
         probabilities,
     ))
+}
+
+/// The pooled backbone features ([n, 8·width]) of non-empty `images`, `batch` images a pass, on
+/// `device` (a model in evaluation mode: batch norm uses its running statistics).
+pub fn pooled_features(
+    model: &ResNet,
+    images: &Images,
+    batch: usize,
+    device: &Device,
+) -> Tensor<2> {
+    let all: Vec<usize> = (0..images.len()).collect();
+    let parts: Vec<Tensor<2>> = all
+        .chunks(batch.max(1))
+        .map(|c| model.features(images.batch(c, device)))
+        .collect();
+    Tensor::cat(parts, 0)
 }
 
 /// How many rows of `logits` ([batch, classes]) have their largest value at the label's index.

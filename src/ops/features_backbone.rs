@@ -6,11 +6,12 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
 use crate::artifacts::{Dataset, DatasetMeta, ImageDataset};
 use crate::datasets::Table;
+use crate::ml::cnn::{Images, pooled_features};
 use crate::ml::resnet::ResNet;
 
 pub struct FeaturesBackbone;
@@ -94,38 +95,31 @@ impl Op for FeaturesBackbone {
         let mut model = ResNet::new(&cfg, &device);
         model.load_weights(&backbone.dir.join("model.safetensors"), true)?;
         let size = data.meta.size;
-        let per = 3 * size * size;
         let d = cfg.features();
         let total: usize = data.meta.labels.iter().map(Vec::len).sum();
         let started = Instant::now();
         let mut done = 0;
         let mut features = |split: usize| -> Result<Vec<f32>> {
-            let pixels = data.normalised(split);
-            let n = data.meta.labels[split].len();
-            let mut out = Vec::with_capacity(n * d);
-            for start in (0..n).step_by(batch) {
-                if ctx.cancelled() {
-                    bail!("interrupted");
-                }
-                let end = (start + batch).min(n);
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(
-                        pixels[start * per..end * per].to_vec(),
-                        [end - start, 3, size, size],
-                    ),
-                    &device,
-                );
-                let f = model
-                    .features(x)
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-                out.extend(f);
-                done += end - start;
-                ctx.progress.report(format!("{done}/{total} images"));
+            if ctx.cancelled() {
+                bail!("interrupted");
             }
-            Ok(out)
+            let pixels = data.normalised(split);
+            let images = Images {
+                pixels: &pixels,
+                labels: &data.meta.labels[split],
+                size,
+            };
+            if images.is_empty() {
+                return Ok(Vec::new());
+            }
+            let f = pooled_features(&model, &images, batch, &device)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            done += images.len();
+            ctx.progress.report(format!("{done}/{total} images"));
+            Ok(f)
         };
         let splits = crate::ml::with_threads(ctx.threads, || -> Result<[Vec<f32>; 3]> {
             Ok([features(0)?, features(1)?, features(2)?])
