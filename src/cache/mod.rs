@@ -5,7 +5,9 @@
 //!   only once it is complete: it is written under `tmp/` and renamed into place.
 //! - `locks/<key>.lock` — held while a process computes that key, so two runs on one cache
 //!   compute each stage once.
-//! - `failed/<key>/` — the last failed attempt of a key (its log), never used as an entry.
+//! - `failed/<key>/` — the last failed attempt of a key (its log only), never used as an entry.
+//! - `damaged/<key>.<time>/` — entries found damaged (a file missing, resized or changed), moved
+//!   aside so that the stage is recomputed; kept for inspection until `gc`.
 //! - `runs/<id>.json` — per pipeline file, the key each stage name had on its last run (for
 //!   `pipeline status` to explain what changed).
 //! - `filehash.json` — the memo of file content hashes.
@@ -14,6 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -33,8 +36,41 @@ pub struct Meta {
     pub duration_s: f64,
     pub threads: usize,
     pub device: String,
-    /// Output files, relative to `out/`.
-    pub outputs: Vec<String>,
+    /// Output files (relative to `out/`) with the size and blake3 they had at commit.
+    pub outputs: Vec<FileRecord>,
+}
+
+/// What an entry's output file was when it was committed; serving the entry checks the size,
+/// `verify` the hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// The state of a key's entry, as far as a check could tell.
+#[derive(Debug)]
+pub enum EntryState {
+    Missing,
+    Ok(Box<Meta>),
+    /// Why the entry cannot be served.
+    Damaged(String),
+}
+
+impl EntryState {
+    pub fn is_ok(&self) -> bool {
+        matches!(self, EntryState::Ok(_))
+    }
+}
+
+/// How closely to look at an entry before serving it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The metadata parses and every recorded file exists as a regular file of its size.
+    Sizes,
+    /// As `Sizes`, and every file's blake3 matches its record.
+    Hashes,
 }
 
 #[derive(Clone)]
@@ -43,8 +79,17 @@ pub struct Cache {
 }
 
 /// Held while this process computes a key; released on drop (or by the OS if the process dies).
+/// Processes a stage starts inherit the descriptor, so the lock outlives a killed engine for as
+/// long as one of them still works on the key.
 pub struct KeyLock {
-    _file: File,
+    file: File,
+}
+
+impl KeyLock {
+    pub fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.file.as_raw_fd()
+    }
 }
 
 /// A half-written entry under `tmp/`; it becomes an entry only through [`Cache::commit`].
@@ -89,8 +134,107 @@ impl Cache {
         self.entry_dir(key).join("out")
     }
 
+    /// Whether `key` has an entry that passes the cheap check (see [`Cache::check`]).
     pub fn has(&self, key: &str) -> bool {
-        self.entry_dir(key).join("meta.json").is_file()
+        self.check(key, Check::Sizes).is_ok()
+    }
+
+    /// Looks at `key`'s entry: missing, servable, or damaged (and why).
+    pub fn check(&self, key: &str, how: Check) -> EntryState {
+        let dir = self.entry_dir(key);
+        let meta_path = dir.join("meta.json");
+        let bytes = match fs::read(&meta_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return if fs::symlink_metadata(&dir).is_ok() {
+                    EntryState::Damaged("its meta.json is missing".into())
+                } else {
+                    EntryState::Missing
+                };
+            }
+            Err(e) => return EntryState::Damaged(format!("its meta.json cannot be read: {e}")),
+        };
+        let meta: Meta = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                return EntryState::Damaged(format!(
+                    "its meta.json is unreadable or from an older version ({e})"
+                ));
+            }
+        };
+        if meta.key != key {
+            return EntryState::Damaged(format!("its meta.json belongs to key {}", meta.key));
+        }
+        let out = dir.join("out");
+        for record in &meta.outputs {
+            let Some(path) = safe_join(&out, &record.path) else {
+                return EntryState::Damaged(format!("it records an unsafe path `{}`", record.path));
+            };
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() && m.len() == record.size => {}
+                Ok(m) if m.is_file() => {
+                    return EntryState::Damaged(format!(
+                        "`{}` has {} bytes, {} were committed",
+                        record.path,
+                        m.len(),
+                        record.size
+                    ));
+                }
+                Ok(_) => {
+                    return EntryState::Damaged(format!(
+                        "`{}` is no longer a regular file",
+                        record.path
+                    ));
+                }
+                Err(_) => return EntryState::Damaged(format!("`{}` is missing", record.path)),
+            }
+            if how == Check::Hashes {
+                match hash_file(&path) {
+                    Ok(h) if h == record.blake3 => {}
+                    Ok(_) => {
+                        return EntryState::Damaged(format!(
+                            "`{}` changed since it was committed (blake3 differs)",
+                            record.path
+                        ));
+                    }
+                    Err(e) => {
+                        return EntryState::Damaged(format!(
+                            "`{}` cannot be read: {e}",
+                            record.path
+                        ));
+                    }
+                }
+            }
+        }
+        EntryState::Ok(Box::new(meta))
+    }
+
+    /// Moves a damaged entry aside (under `damaged/`) so that its key is computed again. Requires
+    /// the key's lock: nobody may be committing it meanwhile. Returns where it went.
+    pub fn quarantine(&self, key: &str, _lock: &KeyLock) -> Result<PathBuf> {
+        let damaged = self.root.join("damaged");
+        fs::create_dir_all(&damaged).with_context(|| format!("creating {}", damaged.display()))?;
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let dest = damaged.join(format!("{key}.{stamp}"));
+        let src = self.entry_dir(key);
+        fs::rename(&src, &dest)
+            .with_context(|| format!("moving damaged entry {} aside", src.display()))?;
+        Ok(dest)
+    }
+
+    /// Keys of every entry in the cache.
+    pub fn keys(&self) -> Result<Vec<String>> {
+        let entries = self.root.join("entries");
+        let mut keys: Vec<String> = fs::read_dir(&entries)
+            .with_context(|| format!("reading {}", entries.display()))?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        keys.sort();
+        Ok(keys)
     }
 
     pub fn file_memo_path(&self) -> PathBuf {
@@ -101,6 +245,20 @@ impl Cache {
         let path = self.entry_dir(key).join("meta.json");
         let bytes = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The stage names an entry's metadata lists, even from a metadata file that no longer
+    /// parses as a whole (a damaged or older entry).
+    pub fn read_meta_lossy(&self, key: &str) -> Option<String> {
+        let bytes = fs::read(self.entry_dir(key).join("meta.json")).ok()?;
+        let value: Value = serde_json::from_slice(&bytes).ok()?;
+        let names: Vec<&str> = value
+            .get("stages")?
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        (!names.is_empty()).then(|| names.join(", "))
     }
 
     /// Blocks until no other process computes `key`.
@@ -114,7 +272,7 @@ impl Cache {
             .with_context(|| format!("opening lock {}", path.display()))?;
         file.lock()
             .with_context(|| format!("locking {}", path.display()))?;
-        Ok(KeyLock { _file: file })
+        Ok(KeyLock { file })
     }
 
     /// A fresh temporary entry. Requires the key's lock, which also makes it safe to sweep away
@@ -138,14 +296,26 @@ impl Cache {
         })
     }
 
-    /// Writes `meta.json` and renames the pending entry into place (replacing an older entry
-    /// of the same key, as `--force` asks).
-    pub fn commit(&self, pending: Pending, meta: &Meta) -> Result<()> {
+    /// Records every output's size and hash, writes `meta.json`, makes the files read-only and
+    /// renames the pending entry into place (replacing an older entry of the same key, as
+    /// `--force` asks). Outputs must be regular files and folders: a symbolic link would let a
+    /// later reader (publishing, a dependent stage) follow it out of the cache.
+    /// On an error (a full disk) nothing is committed and the caller still owns `pending`.
+    pub fn commit(&self, pending: &Pending, meta: &Meta) -> Result<()> {
+        let out = pending.out_dir();
+        let mut meta = meta.clone();
+        meta.outputs = record_files(&out)?;
         let meta_path = pending.dir.join("meta.json");
-        fs::write(&meta_path, serde_json::to_vec_pretty(meta)?)
+        fs::write(&meta_path, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("writing {}", meta_path.display()))?;
+        // Read-only: an accidental write through a path into the cache fails instead of
+        // silently changing what every later consumer reads.
+        for record in &meta.outputs {
+            set_read_only(&out.join(&record.path));
+        }
+        set_read_only(&meta_path);
         let dest = self.entry_dir(&pending.key);
-        if dest.exists() {
+        if fs::symlink_metadata(&dest).is_ok() {
             let trash = pending.dir.with_extension("old");
             fs::rename(&dest, &trash).with_context(|| format!("replacing {}", dest.display()))?;
             let _ = fs::remove_dir_all(&trash);
@@ -155,8 +325,10 @@ impl Cache {
         Ok(())
     }
 
-    /// Keeps a failed attempt's folder under `failed/<key>` (for its log); returns the log path.
+    /// Keeps a failed attempt's log under `failed/<key>`; its partial outputs are deleted first
+    /// (they may be what filled the disk). Returns the log path.
     pub fn keep_failed(&self, pending: Pending) -> PathBuf {
+        let _ = fs::remove_dir_all(pending.out_dir());
         let dest = self.root.join("failed").join(&pending.key);
         let _ = fs::create_dir_all(self.root.join("failed"));
         let _ = fs::remove_dir_all(&dest);
@@ -229,7 +401,7 @@ impl Cache {
                 bytes,
             ));
         }
-        for sub in ["tmp", "failed"] {
+        for sub in ["tmp", "failed", "damaged"] {
             let dir = self.root.join(sub);
             let Ok(read) = fs::read_dir(&dir) else {
                 continue;
@@ -285,13 +457,14 @@ pub fn dir_size(path: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Files under `dir`, relative to it, sorted.
+/// Files under `dir`, relative to it, sorted. Symbolic links are listed as files, never
+/// followed (a link to `/` must not make this walk the machine).
 pub fn list_files(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         let Ok(read) = fs::read_dir(dir) else { return };
         for e in read.flatten() {
             let path = e.path();
-            if path.is_dir() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(base, &path, out);
             } else if let Ok(rel) = path.strip_prefix(base) {
                 out.push(rel.to_string_lossy().into_owned());
@@ -302,6 +475,59 @@ pub fn list_files(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// The size and blake3 of every file under `out`; an error for anything that is neither a regular
+/// file nor a folder (symbolic links, sockets) or whose name is not UTF-8.
+pub fn record_files(out: &Path) -> Result<Vec<FileRecord>> {
+    let mut records = Vec::new();
+    for rel in list_files(out) {
+        let path = out.join(&rel);
+        let m =
+            fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        if !m.is_file() {
+            anyhow::bail!(
+                "output `{rel}` is {}; outputs must be regular files",
+                if m.file_type().is_symlink() {
+                    "a symbolic link"
+                } else {
+                    "not a regular file"
+                }
+            );
+        }
+        if path.to_str().is_none() {
+            anyhow::bail!("output `{rel}` has a name that is not UTF-8");
+        }
+        let blake3 = hash_file(&path).with_context(|| format!("hashing {}", path.display()))?;
+        records.push(FileRecord {
+            path: rel,
+            size: m.len(),
+            blake3,
+        });
+    }
+    Ok(records)
+}
+
+/// blake3 of a file's content, hex (memory-mapped when large).
+pub fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap(path)?;
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// `base/rel` where `rel` is a plain relative path (no `..`, no root): records come from a file
+/// that could have been edited.
+fn safe_join(base: &Path, rel: &str) -> Option<PathBuf> {
+    use std::path::Component;
+    let rel = Path::new(rel);
+    rel.components()
+        .all(|c| matches!(c, Component::Normal(_)))
+        .then(|| base.join(rel))
+}
+
+fn set_read_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o444));
 }
 
 #[cfg(test)]
@@ -333,7 +559,7 @@ mod tests {
         let pending = cache.begin("k1", &lock).unwrap();
         fs::write(pending.out_dir().join("x.txt"), "hi").unwrap();
         assert!(!cache.has("k1"), "a pending entry is not an entry");
-        cache.commit(pending, &meta("k1")).unwrap();
+        cache.commit(&pending, &meta("k1")).unwrap();
         assert!(cache.has("k1"));
         assert_eq!(
             fs::read_to_string(cache.out_dir("k1").join("x.txt")).unwrap(),
@@ -367,7 +593,7 @@ mod tests {
             let lock = cache.lock(key).unwrap();
             let p = cache.begin(key, &lock).unwrap();
             fs::write(p.out_dir().join("f"), "12345").unwrap();
-            cache.commit(p, &meta(key)).unwrap();
+            cache.commit(&p, &meta(key)).unwrap();
         }
         let keep: HashSet<String> = ["keep".to_string()].into();
         let report = cache.gc(&keep, false).unwrap();

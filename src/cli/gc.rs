@@ -15,6 +15,9 @@ pub struct Args {
     /// Override a pipeline parameter in every file (as for `run`).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = super::parse_set)]
     sets: Vec<(String, String)>,
+    /// Refuse pipelines that expand to more stage members than this.
+    #[arg(long, env = "PIPELINE_MAX_STAGES", default_value_t = crate::plan::DEFAULT_MAX_STAGES)]
+    max_stages: usize,
     /// Only print what would be deleted.
     #[arg(long)]
     dry_run: bool,
@@ -28,6 +31,7 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
             &PipelineArgs {
                 file: file.clone(),
                 sets: args.sets.clone(),
+                max_stages: args.max_stages,
             },
             &cache,
         )?;

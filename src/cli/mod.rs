@@ -7,6 +7,7 @@ mod ops;
 mod run;
 mod show;
 mod status;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +41,9 @@ struct PipelineArgs {
     /// Override a pipeline parameter (repeatable): `--set seed=7`, `--set lrs=[0.1,0.01]`.
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
     sets: Vec<(String, String)>,
+    /// Refuse pipelines that expand to more stage members than this.
+    #[arg(long, env = "PIPELINE_MAX_STAGES", default_value_t = crate::plan::DEFAULT_MAX_STAGES)]
+    max_stages: usize,
 }
 
 #[derive(Subcommand)]
@@ -56,9 +60,14 @@ enum Command {
     Show(show::Args),
     /// Delete cache entries that none of the given pipelines reaches.
     Gc(gc::Args),
+    /// Check cache entries against their recorded hashes; move damaged ones aside.
+    Verify(verify::Args),
     /// Internal: run one stage's op in this process (a job on stdin).
     #[command(name = "__run-op", hide = true)]
     RunOp,
+    /// Internal: kill the stages' process groups if the engine dies.
+    #[command(name = "__watchdog", hide = true)]
+    Watchdog,
 }
 
 fn parse_set(s: &str) -> Result<(String, String), String> {
@@ -83,7 +92,9 @@ pub fn main() -> ExitCode {
         Command::Ops(args) => ops::run(args),
         Command::Show(args) => show::run(&cli.cache, args),
         Command::Gc(args) => gc::run(&cli.cache, args),
+        Command::Verify(args) => verify::run(&cli.cache, args),
         Command::RunOp => return crate::schedule::child_main(),
+        Command::Watchdog => return crate::schedule::watchdog_main(),
     };
     match result {
         Ok(Exit::Ok) => ExitCode::SUCCESS,
@@ -104,7 +115,7 @@ fn load_plan(args: &PipelineArgs, cache: &Cache) -> Result<Plan> {
     let root = std::env::current_dir().context("reading the current folder")?;
     let pipeline = crate::spec::load(&args.file, &args.sets)?;
     let mut hasher = FileHasher::load(&cache.file_memo_path());
-    let mut plan = crate::plan::build(&pipeline, &root, &mut hasher)?;
+    let mut plan = crate::plan::build_limited(&pipeline, &root, &mut hasher, args.max_stages)?;
     // The pipeline's identity for `status` history is its absolute path.
     plan.pipeline = absolute(&args.file);
     if let Err(e) = hasher.save(&cache.file_memo_path()) {

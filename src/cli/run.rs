@@ -37,6 +37,10 @@ pub struct Args {
     /// Print only failures and the summary.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Check the blake3 of every cached entry this run would use (not only sizes); damaged
+    /// entries are moved aside and recomputed.
+    #[arg(long)]
+    verify: bool,
 }
 
 pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
@@ -75,6 +79,7 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
             Some(plan.select_nodes(&args.only)?)
         },
         dry_run: args.dry_run,
+        verify: args.verify,
     };
     if !args.quiet {
         println!(
@@ -104,23 +109,60 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     }
 
     let done = |node: usize| matches!(summary.states[node], NodeState::Cached | NodeState::Ran);
-    cache.record_keys(
+    // Bookkeeping and publishing problems (a full disk, a link in results/) fail the run with
+    // exit code 1 after the summary; what was computed stays cached.
+    let mut problems = Vec::new();
+    if let Err(e) = cache.record_keys(
         &plan.pipeline,
         plan.stages
             .iter()
             .filter(|s| done(s.node))
             .map(|s| (s.name.clone(), plan.nodes[s.node].key.clone())),
-    )?;
+    ) {
+        problems.push(format!("could not record this run for `status`: {e:#}"));
+    }
     let mut published = 0;
-    for stage in plan.stages.iter().filter(|s| done(s.node)) {
-        if let Some(dir) = &stage.publish
-            && crate::results::publish(
-                &args.results,
-                dir,
-                &cache.out_dir(&plan.nodes[stage.node].key),
-            )?
-        {
-            published += 1;
+    let to_publish: Vec<_> = plan
+        .stages
+        .iter()
+        .filter(|s| done(s.node) && s.publish.is_some())
+        .collect();
+    if !to_publish.is_empty() {
+        match crate::results::Publisher::open(&args.results) {
+            Err(e) => problems.push(format!("{e:#}")),
+            Ok(mut publisher) => {
+                for stage in to_publish {
+                    let key = &plan.nodes[stage.node].key;
+                    let dir = stage.publish.as_deref().unwrap_or(".");
+                    let records = match cache.check(key, crate::cache::Check::Sizes) {
+                        crate::cache::EntryState::Ok(meta) => meta.outputs,
+                        _ => {
+                            problems.push(format!(
+                                "`{}` not published: its entry is damaged or gone (run `pipeline verify`)",
+                                stage.name
+                            ));
+                            continue;
+                        }
+                    };
+                    match publisher.publish(&stage.name, dir, &cache.out_dir(key), &records) {
+                        Ok(outcome) => {
+                            if outcome.changed() {
+                                published += 1;
+                            }
+                            for path in outcome.kept_edited {
+                                eprintln!(
+                                    "warning: {} was edited since it was published; left as it is",
+                                    args.results.join(path).display()
+                                );
+                            }
+                        }
+                        Err(e) => problems.push(format!("{e:#}")),
+                    }
+                }
+                if let Err(e) = publisher.save() {
+                    problems.push(format!("{e:#}"));
+                }
+            }
         }
     }
     let mut stdout = std::io::stdout();
@@ -130,6 +172,12 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
             "results: {published} stage(s) refreshed under {}",
             args.results.display()
         );
+    }
+    for problem in &problems {
+        eprintln!("error: {problem}");
+    }
+    if !problems.is_empty() && !summary.interrupted {
+        return Ok(Exit::StageFailed);
     }
     Ok(if summary.interrupted {
         Exit::Interrupted

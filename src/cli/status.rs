@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::{Exit, PipelineArgs, load_plan, open_cache};
-use crate::cache::Cache;
+use crate::cache::{Cache, Check, EntryState};
 use crate::plan::Plan;
 use crate::spec::format_value;
 
@@ -22,16 +22,29 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     let last = cache.last_keys(&plan.pipeline);
     let mut out = String::new();
     let (mut cached, mut stale) = (0, 0);
-    let mut node_cached = Vec::with_capacity(plan.nodes.len());
-    for node in &plan.nodes {
-        node_cached.push(cache.has(&node.key));
-    }
+    let mut damaged = 0;
+    let states: Vec<EntryState> = plan
+        .nodes
+        .iter()
+        .map(|node| cache.check(&node.key, Check::Sizes))
+        .collect();
     for stage in &plan.stages {
         let node = &plan.nodes[stage.node];
-        if node_cached[stage.node] {
-            cached += 1;
-            out.push_str(&format!("cached  {}\n", stage.name));
-            continue;
+        match &states[stage.node] {
+            EntryState::Ok(_) => {
+                cached += 1;
+                out.push_str(&format!("cached  {}\n", stage.name));
+                continue;
+            }
+            EntryState::Damaged(why) => {
+                damaged += 1;
+                out.push_str(&format!(
+                    "damaged {}: {why} (the next run recomputes it)\n",
+                    stage.name
+                ));
+                continue;
+            }
+            EntryState::Missing => {}
         }
         stale += 1;
         let why = match last.get(&stage.name) {
@@ -42,8 +55,13 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
         out.push_str(&format!("stale   {}: {why}\n", stage.name));
     }
     print!("{out}");
+    let damaged = if damaged > 0 {
+        format!(", {damaged} damaged")
+    } else {
+        String::new()
+    };
     println!(
-        "{} stages: {cached} cached, {stale} stale",
+        "{} stages: {cached} cached, {stale} stale{damaged}",
         plan.stages.len()
     );
     Ok(Exit::Ok)

@@ -113,6 +113,30 @@ pub struct OpContext<'a> {
     pub cancel: &'a AtomicBool,
     /// Called with a child process id while it runs, so that Ctrl-C can stop it.
     pub child_registry: &'a dyn ChildRegistry,
+    /// The descriptor of the key's lock; processes the stage starts inherit it, so the key stays
+    /// locked for as long as any of them runs (even one left behind by a killed engine).
+    pub lock_fd: Option<i32>,
+}
+
+impl OpContext<'_> {
+    /// Prepares a command that does this stage's work: its own process group (Ctrl-C reaches the
+    /// engine, which stops the whole group), killed if the engine thread that started it dies,
+    /// and holding the key's lock.
+    pub fn stage_process(&self, command: &mut std::process::Command) {
+        use std::os::unix::process::CommandExt;
+        let lock_fd = self.lock_fd;
+        command.process_group(0);
+        // SAFETY: only async-signal-safe calls (prctl, fcntl) between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+                if let Some(fd) = lock_fd {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                }
+                Ok(())
+            });
+        }
+    }
 }
 
 pub trait ChildRegistry: Send + Sync {

@@ -2,7 +2,6 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -85,8 +84,6 @@ impl Op for Shell {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            // Its own process group: Ctrl-C is delivered to the engine, which stops the whole group.
-            .process_group(0)
             .env("ROOT", ctx.root)
             .env("STAGE", ctx.stage)
             .env("THREADS", ctx.threads.to_string());
@@ -97,6 +94,7 @@ impl Op for Shell {
             .map(|d| ctx.resolve(d).to_string_lossy().into_owned())
             .collect();
         command.env("DEPS", deps.join(" "));
+        ctx.stage_process(&mut command);
         for (key, value) in &ctx.params.0 {
             if RESERVED.contains(&key.as_str()) {
                 continue;

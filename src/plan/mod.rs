@@ -15,6 +15,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::{Map, Value, json};
 
 use crate::ops::{self, GpuUse, InputKind, Op, Params};
+use crate::results::member_folder;
 use crate::spec::{
     Assignment, Diagnostics, InputRef, Pipeline, Publish, SpecError, StageSpec, format_value,
 };
@@ -137,7 +138,21 @@ fn split_ref(reference: &str) -> (&str, bool) {
     }
 }
 
+/// The most stage members a plan may hold unless the user raises it (`--max-stages`): a grid of
+/// 12 axes × 10 values is 10¹² members, which must be refused before anything is allocated.
+pub const DEFAULT_MAX_STAGES: usize = 1_000_000;
+
 pub fn build(pipeline: &Pipeline, root: &Path, hasher: &mut FileHasher) -> Result<Plan, SpecError> {
+    build_limited(pipeline, root, hasher, DEFAULT_MAX_STAGES)
+}
+
+/// [`build`] with a bound on the number of stage members.
+pub fn build_limited(
+    pipeline: &Pipeline,
+    root: &Path,
+    hasher: &mut FileHasher,
+    max_stages: usize,
+) -> Result<Plan, SpecError> {
     let mut diags = Diagnostics::new(&pipeline.path, &pipeline.source);
     let order = match stage_order(pipeline, &mut diags) {
         Some(order) => order,
@@ -146,6 +161,7 @@ pub fn build(pipeline: &Pipeline, root: &Path, hasher: &mut FileHasher) -> Resul
     let mut planner = Planner {
         root,
         hasher,
+        max_stages,
         nodes: Vec::new(),
         stages: Vec::new(),
         by_key: HashMap::new(),
@@ -258,6 +274,7 @@ fn declaration_topo_order(graph: &DiGraph<usize, ()>) -> Option<Vec<NodeIndex>> 
 struct Planner<'a> {
     root: &'a Path,
     hasher: &'a mut FileHasher,
+    max_stages: usize,
     nodes: Vec<Node>,
     stages: Vec<PlannedStage>,
     by_key: HashMap<String, usize>,
@@ -406,7 +423,36 @@ impl Planner<'_> {
             return;
         }
 
-        // Members: the product of mapped upstream stages and the stage's own sweep.
+        // Members: the product of mapped upstream stages and the stage's own sweep. Counted
+        // before anything is built, so that a huge grid is refused, not allocated.
+        let mut count = spec.sweep.as_ref().map_or(Some(1), |s| s.count());
+        for (_, r) in &resolved {
+            if let Resolved::Mapped(upstream) = r {
+                count = count.and_then(|c| c.checked_mul(self.members[upstream].len()));
+            }
+        }
+        let room = self.max_stages.saturating_sub(self.stages.len());
+        match count {
+            Some(c) if c <= room => {}
+            _ => {
+                let shown = count.map_or("more than 2^64".to_string(), |c| c.to_string());
+                diags.push_path(
+                    if spec.sweep.is_some() { at(&["sweep"]) } else { at(&[]) },
+                    format!(
+                        "stage `{}` expands to {shown} members, beyond the limit of {} stages in a pipeline{}",
+                        spec.name,
+                        self.max_stages,
+                        if self.stages.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" ({} planned before it)", self.stages.len())
+                        }
+                    ),
+                    Some("use fewer values, or raise the limit with `--max-stages N`".into()),
+                );
+                return;
+            }
+        }
         let mut combos: Vec<(Assignment, BoundInputs)> = vec![(Vec::new(), Vec::new())];
         for (input, r) in &resolved {
             combos = match r {
@@ -473,11 +519,15 @@ impl Planner<'_> {
         let mut fixed = Vec::new();
         for r in reference.names() {
             let (base, is_member) = split_ref(r);
+            // A stage with errors of its own has no members; its errors are reported already.
+            let Some(members) = self.members.get(base) else {
+                return Err(format!(
+                    "input `{input}`: stage `{base}` could not be planned (see its errors)"
+                ));
+            };
             if is_member {
                 let &member = self.by_name.get(r).ok_or_else(|| {
-                    let names = self.members[base]
-                        .iter()
-                        .map(|&m| self.stages[m].name.as_str());
+                    let names = members.iter().map(|&m| self.stages[m].name.as_str());
                     format!(
                         "input `{input}`: `{base}` has no member `{r}`{}",
                         did_you_mean(r, names)
@@ -486,7 +536,6 @@ impl Planner<'_> {
                 fixed.push(member);
                 continue;
             }
-            let members = &self.members[base];
             match kind {
                 InputKind::Gather => fixed.extend(members.iter().copied()),
                 InputKind::One if members.len() == 1 => fixed.push(members[0]),
@@ -605,8 +654,9 @@ impl Planner<'_> {
         let publish = match &spec.publish {
             Publish::No => None,
             Publish::Default if !op.publishes() => None,
-            Publish::Default | Publish::StageDir => Some(name.clone()),
-            Publish::Dir(dir) if many => Some(format!("{dir}/{name}")),
+            Publish::Default | Publish::StageDir => Some(member_folder(&name)),
+            Publish::Dir(dir) if many && dir == "." => Some(member_folder(&name)),
+            Publish::Dir(dir) if many => Some(format!("{dir}/{}", member_folder(&name))),
             Publish::Dir(dir) => Some(dir.clone()),
         };
         self.members

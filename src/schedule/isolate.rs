@@ -9,7 +9,6 @@
 //! lines on stdout and its error on stderr, and exits 0 on success.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -83,12 +82,14 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
             Device::Cpu => None,
         },
     };
-    let mut child = Command::new(own_executable()?)
+    let mut command = Command::new(own_executable()?);
+    command
         .arg("__run-op")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
+        .stderr(Stdio::piped());
+    ctx.stage_process(&mut command);
+    let mut child = command
         .spawn()
         .context("starting a child process for the stage")?;
     ctx.child_registry.register(child.id());
@@ -192,6 +193,7 @@ fn child_run() -> Result<()> {
         progress: &StdoutProgress,
         cancel: &cancel,
         child_registry: &NoChildren,
+        lock_fd: None,
     };
     op.run(&ctx)
 }

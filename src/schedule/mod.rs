@@ -14,9 +14,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 mod isolate;
+mod watchdog;
 pub use isolate::child_main;
+pub use watchdog::watchdog_main;
 
-use crate::cache::{Cache, Meta, list_files};
+use crate::cache::{Cache, Check, EntryState, Meta};
 use crate::ops::{ChildRegistry, Device, InputItem, OpContext, ProgressSink};
 use crate::plan::Plan;
 
@@ -29,6 +31,8 @@ pub struct Options {
     /// Run only these nodes and what they need (all when `None`).
     pub only: Option<Vec<usize>>,
     pub dry_run: bool,
+    /// Check the hashes of cached entries before serving them (not only their sizes).
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -138,11 +142,13 @@ impl ChildRegistry for Children {
             .unwrap_or_else(|e| e.into_inner())
             .get_or_insert_default()
             .insert(pid);
+        watchdog::watch(pid);
     }
     fn unregister(&self, pid: u32) {
         if let Some(set) = CHILDREN.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             set.remove(&pid);
         }
+        watchdog::unwatch(pid);
     }
 }
 
@@ -194,9 +200,28 @@ pub fn run(
             }
         }
     }
+    // An entry is served only after a check (sizes, or with --verify hashes); a damaged one is
+    // recomputed by its worker, which moves it aside under the key's lock first.
+    let how = if opts.verify {
+        Check::Hashes
+    } else {
+        Check::Sizes
+    };
+    let mut suspect = vec![false; n];
     for (i, node) in plan.nodes.iter().enumerate() {
-        if state[i] == NodeState::Pending && !opts.force.contains(&i) && cache.has(&node.key) {
-            state[i] = NodeState::Cached;
+        if state[i] != NodeState::Pending || opts.force.contains(&i) {
+            continue;
+        }
+        match cache.check(&node.key, how) {
+            EntryState::Ok(_) => state[i] = NodeState::Cached,
+            EntryState::Missing => {}
+            EntryState::Damaged(why) => {
+                suspect[i] = true;
+                reporter.event(&Event::Warning(format!(
+                    "the cached entry of `{}` is damaged ({why}): recomputing it",
+                    plan.node_name(i)
+                )));
+            }
         }
     }
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
@@ -330,6 +355,11 @@ pub fn run(
                     threads,
                     device,
                     opts.force.contains(&node_index),
+                    if suspect[node_index] {
+                        Check::Hashes
+                    } else {
+                        how
+                    },
                     &tx,
                     &cancel,
                     &children,
@@ -457,6 +487,7 @@ fn spawn_worker(
     threads: usize,
     device: Device,
     force: bool,
+    check: Check,
     tx: &Sender<Message>,
     cancel: &Arc<AtomicBool>,
     children: &Arc<Children>,
@@ -494,6 +525,7 @@ fn spawn_worker(
         threads,
         device,
         force,
+        check,
     };
     let tx = tx.clone();
     let cancel = cancel.clone();
@@ -540,6 +572,8 @@ struct Job {
     threads: usize,
     device: Device,
     force: bool,
+    /// How closely to look at an entry found after taking the lock.
+    check: Check,
 }
 
 impl Job {
@@ -567,8 +601,12 @@ impl Job {
     ) -> Result<Outcome> {
         let cache = &self.cache;
         let lock = cache.lock(&self.key)?;
-        if !self.force && cache.has(&self.key) {
-            return Ok(Outcome::ByOtherRun);
+        match cache.check(&self.key, self.check) {
+            EntryState::Ok(_) if !self.force => return Ok(Outcome::ByOtherRun),
+            EntryState::Damaged(_) => {
+                cache.quarantine(&self.key, &lock)?;
+            }
+            EntryState::Ok(_) | EntryState::Missing => {}
         }
         if cancel.load(Ordering::Relaxed) {
             return Ok(Outcome::Cancelled);
@@ -593,6 +631,7 @@ impl Job {
             progress,
             cancel,
             child_registry: children,
+            lock_fd: Some(lock.raw_fd()),
         };
         let result = if self.op.isolate() {
             isolate::run_in_child(self.op.name(), &ctx)
@@ -626,9 +665,24 @@ impl Job {
             duration_s: seconds,
             threads: self.threads,
             device: self.device.to_string(),
-            outputs: list_files(&out_dir),
+            outputs: Vec::new(),
         };
-        cache.commit(pending, &meta)?;
+        // A commit that fails (a full disk, an output that is a symbolic link) fails the stage
+        // like any other error: its partial outputs go, its log is kept.
+        if let Err(e) = cache.commit(&pending, &meta) {
+            let error = format!("{e:#}");
+            append_log(
+                &log_path,
+                &format!("pipeline: could not commit the entry: {error}"),
+            );
+            let log_tail = tail(&log_path, 20);
+            let log_path = cache.keep_failed(pending);
+            return Ok(Outcome::Failed {
+                error,
+                log_tail,
+                log_path,
+            });
+        }
         Ok(Outcome::Ran { seconds })
     }
 }

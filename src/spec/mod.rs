@@ -222,8 +222,14 @@ fn apply_override(params: &mut Map<String, Value>, key: &str, raw: &str) -> Resu
     result
 }
 
+/// Longest stage name: names become folder names and appear in every listing.
+pub const MAX_STAGE_NAME: usize = 100;
+
 fn valid_stage_name(name: &str) -> bool {
     let mut chars = name.chars();
+    if name.len() > MAX_STAGE_NAME {
+        return false;
+    }
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
@@ -246,7 +252,7 @@ fn parse_stage(
             at(""),
             format!("invalid stage name `{name}`"),
             Some(
-                "stage names start with a letter and use letters, digits, `_`, `-` and `.`".into(),
+                "stage names start with a letter and use letters, digits, `_`, `-` and `.` (at most 100)".into(),
             ),
         );
         return None;
@@ -407,9 +413,17 @@ fn parse_stage(
         None | Some(Value::Null) => Publish::Default,
         Some(Value::Bool(true)) => Publish::StageDir,
         Some(Value::Bool(false)) => Publish::No,
-        Some(Value::String(dir)) if !dir.contains("..") && !dir.starts_with('/') => {
-            Publish::Dir(dir.clone())
-        }
+        Some(Value::String(dir)) => match crate::results::normalise_publish_dir(dir) {
+            Ok(dir) => Publish::Dir(dir),
+            Err(e) => {
+                diags.push_path(
+                    at("publish"),
+                    format!("stage `{name}`: {e}"),
+                    Some("`publish` is true, false or a folder inside results/ (`.` for results/ itself)".into()),
+                );
+                Publish::Default
+            }
+        },
         Some(_) => {
             diags.push_path(
                 at("publish"),

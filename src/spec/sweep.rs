@@ -44,6 +44,13 @@ impl Sweep {
         Ok(Sweep { axes })
     }
 
+    /// How many members [`Sweep::expand`] would build (`None` past `usize::MAX`).
+    pub fn count(&self) -> Option<usize> {
+        self.axes
+            .iter()
+            .try_fold(1usize, |acc, axis| acc.checked_mul(axis.len()))
+    }
+
     /// Every member, in declaration order (the last axis varies fastest).
     pub fn expand(&self) -> Vec<Assignment> {
         let mut members: Vec<Assignment> = vec![Vec::new()];
