@@ -200,9 +200,16 @@ fn parse_f32(field: &[u8]) -> Option<f32> {
     v.is_finite().then_some(v)
 }
 
+/// Most classes a label column may have: labels index per-class tables, so a stray huge value
+/// must be an error, not a multi-gigabyte allocation.
+pub const MAX_CLASSES: u32 = 10_000;
+
 fn parse_label(field: &[u8]) -> Result<u32, &'static str> {
     let text = std::str::from_utf8(field.trim_ascii()).map_err(|_| "is not valid UTF-8")?;
     if let Ok(c) = text.parse::<u32>() {
+        if c >= MAX_CLASSES {
+            return Err("is too large: class indices are 0, 1, 2, … below 10000");
+        }
         return Ok(c);
     }
     // Say why, so that `-1` and `2.5` are not both just "invalid".

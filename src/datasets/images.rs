@@ -273,14 +273,47 @@ fn describe(names: &[String]) -> String {
     }
 }
 
+/// Largest image side accepted, in pixels.
+const MAX_SIDE: u32 = 16_384;
+/// Largest decoded image, in bytes.
+const MAX_DECODED_BYTES: u64 = 1 << 30;
+/// Largest image file read.
+const MAX_FILE_BYTES: u64 = 256 << 20;
+
 /// Decodes, resizes, crops and normalises one image file to CHW values.
 fn load_one(path: &Path, opts: &LoadOptions) -> Result<Vec<f32>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let img = image::io::Reader::new(Cursor::new(bytes))
-        .with_guessed_format()
+    let size = std::fs::metadata(path)
         .with_context(|| format!("reading {}", path.display()))?
-        .decode()
-        .with_context(|| format!("decoding image {}", path.display()))?
+        .len();
+    if size > MAX_FILE_BYTES {
+        bail!(
+            "{}: {size} bytes; image files above {} MiB are refused",
+            path.display(),
+            MAX_FILE_BYTES >> 20
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut reader = image::io::Reader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .with_context(|| format!("reading {}", path.display()))?;
+    // The header's dimensions are checked before any pixel buffer is allocated.
+    let mut limits = image::io::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| {
+        let limit = matches!(e, image::ImageError::Limits(_));
+        anyhow::Error::new(e).context(if limit {
+            format!(
+                "decoding image {}: larger than {MAX_SIDE} × {MAX_SIDE} pixels or {} MiB decoded; refused",
+                path.display(),
+                MAX_DECODED_BYTES >> 20
+            )
+        } else {
+            format!("decoding image {}", path.display())
+        })
+    })?
         .to_rgb8();
     let rgb = resize_and_crop(img, opts.size);
 

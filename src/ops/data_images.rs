@@ -20,7 +20,7 @@ const PARAMS: &[ParamSpec] = &[
     },
     ParamSpec {
         name: "size",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(8, 4096),
         default: Some("64"),
         doc: "images become size × size (resize the shorter side, centre crop)",
     },

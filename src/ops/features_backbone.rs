@@ -18,7 +18,7 @@ pub struct FeaturesBackbone;
 
 const PARAMS: &[ParamSpec] = &[ParamSpec {
     name: "batch_size",
-    ty: ParamType::Int,
+    ty: ParamType::IntRange(1, 1 << 20),
     default: Some("64"),
     doc: "images per forward pass",
 }];

@@ -8,6 +8,12 @@ pub enum ParamType {
     Bool,
     Int,
     Float,
+    /// An integer in an inclusive range: counts and sizes that decide allocations get a bound.
+    IntRange(i64, i64),
+    /// A number in an inclusive range.
+    FloatRange(f64, f64),
+    /// A number > 0 (learning rates, regularisation strengths).
+    PositiveFloat,
     Str,
     /// One of the listed strings.
     Choice(&'static [&'static str]),
@@ -22,6 +28,11 @@ impl std::fmt::Display for ParamType {
             ParamType::Bool => write!(f, "bool"),
             ParamType::Int => write!(f, "int"),
             ParamType::Float => write!(f, "float"),
+            ParamType::IntRange(lo, hi) if *hi >= 1 << 20 => write!(f, "int ≥ {lo}"),
+            ParamType::IntRange(lo, hi) => write!(f, "int in {lo}..={hi}"),
+            ParamType::FloatRange(lo, hi) if *hi == f64::MAX => write!(f, "float ≥ {lo}"),
+            ParamType::FloatRange(lo, hi) => write!(f, "float in {lo}..={hi}"),
+            ParamType::PositiveFloat => write!(f, "float > 0"),
             ParamType::Str => write!(f, "string"),
             ParamType::Choice(options) => write!(f, "{}", options.join("|")),
             ParamType::List(inner) => write!(f, "list of {inner}"),
@@ -38,6 +49,29 @@ impl ParamType {
             ParamType::Bool => value.is_boolean(),
             ParamType::Int => value.is_i64() || value.is_u64(),
             ParamType::Float => value.is_number(),
+            ParamType::IntRange(lo, hi) => {
+                return match value.as_i64() {
+                    Some(v) if (*lo..=*hi).contains(&v) => Ok(()),
+                    Some(v) if v < *lo => Err(format!("{v} is below the minimum {lo}")),
+                    Some(v) => Err(format!("{v} is above the maximum {hi}")),
+                    None if value.is_u64() => Err(format!("{value} is above the maximum {hi}")),
+                    None => Err(format!("expected {self}, got {}", describe(value))),
+                };
+            }
+            ParamType::FloatRange(lo, hi) => {
+                return match value.as_f64() {
+                    Some(v) if v.is_finite() && v >= *lo && v <= *hi => Ok(()),
+                    Some(v) => Err(format!("{} is outside {self}", describe_number(v))),
+                    None => Err(format!("expected {self}, got {}", describe(value))),
+                };
+            }
+            ParamType::PositiveFloat => {
+                return match value.as_f64() {
+                    Some(v) if v.is_finite() && v > 0.0 => Ok(()),
+                    Some(v) => Err(format!("{} must be > 0", describe_number(v))),
+                    None => Err(format!("expected {self}, got {}", describe(value))),
+                };
+            }
             ParamType::Str => value.is_string(),
             ParamType::Choice(options) => {
                 return match value.as_str() {
@@ -73,6 +107,10 @@ impl ParamType {
             Err(format!("expected {self}, got {}", describe(value)))
         }
     }
+}
+
+fn describe_number(v: f64) -> String {
+    crate::spec::format_value(&serde_json::json!(v))
 }
 
 fn describe(value: &Value) -> String {
@@ -190,6 +228,28 @@ mod tests {
     fn types_check_and_explain() {
         assert!(ParamType::Float.check(&json!(1)).is_ok());
         assert!(ParamType::Int.check(&json!(1.5)).is_err());
+        let epochs = ParamType::IntRange(1, 1000);
+        assert!(
+            epochs
+                .check(&json!(0))
+                .unwrap_err()
+                .contains("below the minimum 1")
+        );
+        assert!(epochs.check(&json!(-3)).is_err());
+        assert!(
+            epochs
+                .check(&json!(u64::MAX))
+                .unwrap_err()
+                .contains("above")
+        );
+        assert!(
+            ParamType::PositiveFloat
+                .check(&json!(0))
+                .unwrap_err()
+                .contains("> 0")
+        );
+        assert!(ParamType::PositiveFloat.check(&json!(1e-5)).is_ok());
+        assert!(ParamType::FloatRange(0.0, 1.0).check(&json!(1.5)).is_err());
         let err = ParamType::Choice(&["adam", "sgd"])
             .check(&json!("adma"))
             .unwrap_err();

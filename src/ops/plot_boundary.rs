@@ -17,13 +17,13 @@ pub struct PlotBoundary;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "resolution",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(2, 4096),
         default: Some("200"),
         doc: "grid cells along the longer axis",
     },
     ParamSpec {
         name: "max_points",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(0, 100_000_000),
         default: Some("4000"),
         doc: "test points drawn (an even subsample)",
     },

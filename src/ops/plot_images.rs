@@ -13,7 +13,7 @@ pub struct PlotImages;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "count",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(1, 10_000),
         default: Some("5"),
         doc: "images to show (the ones `right` is most sure of)",
     },

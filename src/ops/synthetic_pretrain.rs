@@ -16,13 +16,13 @@ pub struct SyntheticPretrain;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "n_train",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(1, 10_000_000),
         default: Some("4000"),
         doc: "training images (classes balanced)",
     },
     ParamSpec {
         name: "n_val",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(1, 10_000_000),
         default: Some("400"),
         doc: "held-out images, for the source-task accuracy",
     },
@@ -34,13 +34,13 @@ const PARAMS: &[ParamSpec] = &[
     },
     ParamSpec {
         name: "resampled",
-        ty: ParamType::Float,
+        ty: ParamType::FloatRange(0.0, 1.0),
         default: Some("0.5"),
         doc: "fraction of the images in one more class, `resampled`: shapes reduced and brought back up by generator-like ×2 transposed convolutions (0: none)",
     },
     ParamSpec {
         name: "size",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(8, 4096),
         default: Some("64"),
         doc: "image side in pixels (at least 16)",
     },

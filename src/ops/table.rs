@@ -34,7 +34,7 @@ const PARAMS: &[ParamSpec] = &[
     },
     ParamSpec {
         name: "best_per_group",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(0, 1_000_000),
         default: Some("0"),
         doc: "runs named best in each group",
     },

@@ -14,13 +14,13 @@ pub struct TrainLogistic;
 const PARAMS: &[ParamSpec] = &[
     ParamSpec {
         name: "c",
-        ty: ParamType::Float,
+        ty: ParamType::PositiveFloat,
         default: Some("1.0"),
         doc: "inverse regularisation strength C (scikit-learn's default)",
     },
     ParamSpec {
         name: "max_iter",
-        ty: ParamType::Int,
+        ty: ParamType::IntRange(1, 100_000_000),
         default: Some("100"),
         doc: "L-BFGS iterations",
     },

@@ -501,8 +501,14 @@ impl Planner<'_> {
             for assignment in &sweep_members {
                 let mut labels = up_labels.clone();
                 labels.extend(assignment.iter().cloned());
-                if let Err(e) = self.plan_member(spec, op, labels, assignment, bound, many) {
-                    diags.push_path(at(&[]), format!("stage `{}`: {e}", spec.name), None);
+                if let Err((key, e)) = self.plan_member(spec, op, labels, assignment, bound, many) {
+                    // Point at the parameter where the stage or its sweep sets it.
+                    let path = match key {
+                        Some(k) if spec.params.contains_key(&k) => at(&["params", &k]),
+                        Some(k) if sweep_keys.contains(&k) => at(&["sweep"]),
+                        _ => at(&[]),
+                    };
+                    diags.push_path(path, format!("stage `{}`: {e}", spec.name), None);
                     return;
                 }
             }
@@ -568,14 +574,26 @@ impl Planner<'_> {
         assignment: &Assignment,
         bound: &[(String, Vec<usize>)],
         many: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), (Option<String>, String)> {
         let name = member_name(&spec.name, &labels);
-        let params = resolve_params(op, &spec.params, assignment)
-            .map_err(|e| format!("member `{name}`: {e}"))?;
+        let params = resolve_params(op, &spec.params, assignment).map_err(|(key, e)| {
+            let which = if many {
+                format!("member `{name}`: ")
+            } else {
+                String::new()
+            };
+            (Some(key), format!("{which}{e}"))
+        })?;
         let mut files = BTreeMap::new();
-        for path in op.file_deps(&params).map_err(|e| format!("{e:#}"))? {
+        for path in op
+            .file_deps(&params)
+            .map_err(|e| (None, format!("{e:#}")))?
+        {
             let full = self.root.join(&path);
-            let hash = self.hasher.hash(&full).map_err(|e| format!("{e:#}"))?;
+            let hash = self
+                .hasher
+                .hash(&full)
+                .map_err(|e| (None, format!("{e:#}")))?;
             files.insert(path.to_string_lossy().into_owned(), Value::String(hash));
         }
         let mut inputs = Vec::new();
@@ -680,7 +698,7 @@ fn resolve_params(
     op: &dyn Op,
     base: &Map<String, Value>,
     assignment: &Assignment,
-) -> Result<Params, String> {
+) -> Result<Params, (String, String)> {
     let mut values = base.clone();
     for (k, v) in assignment {
         values.insert(k.clone(), v.clone());
@@ -691,13 +709,18 @@ fn resolve_params(
             Some(v) => v,
             None => match p.default {
                 Some(literal) => crate::spec::parse_scalar(literal)
-                    .map_err(|e| format!("default of `{}`: {e}", p.name))?,
-                None => return Err(format!("parameter `{}` is required", p.name)),
+                    .map_err(|e| (p.name.to_string(), format!("default of `{}`: {e}", p.name)))?,
+                None => {
+                    return Err((
+                        p.name.to_string(),
+                        format!("parameter `{}` is required", p.name),
+                    ));
+                }
             },
         };
         if !(value.is_null() && p.default == Some("null")) {
             p.ty.check(&value)
-                .map_err(|e| format!("parameter `{}`: {e}", p.name))?;
+                .map_err(|e| (p.name.to_string(), format!("parameter `{}`: {e}", p.name)))?;
         }
         out.insert(p.name.to_string(), value);
     }

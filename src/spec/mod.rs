@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 pub use diagnostics::{Diagnostic, Diagnostics, SpecError};
 pub use sweep::{Assignment, Sweep};
-pub use value::{format_value, parse_scalar, yaml_to_json};
+pub use value::{format_value, parse_scalar, yaml_to_json, yaml_to_json_at};
 
 #[derive(Debug, Clone)]
 pub struct Pipeline {
@@ -103,7 +103,7 @@ pub fn parse(
         diags.push(&[], format!("invalid merge key (`<<`): {e}"), None);
         return Err(diags.into_error());
     }
-    let doc = match yaml_to_json(&yaml) {
+    let doc = match yaml_to_json_at(&yaml) {
         Ok(Value::Object(map)) => map,
         Ok(Value::Null) => {
             diags.push(
@@ -121,8 +121,15 @@ pub fn parse(
             );
             return Err(diags.into_error());
         }
-        Err(e) => {
-            diags.push(&[], e, None);
+        Err((path, e)) => {
+            let message = match path.as_slice() {
+                [stages, stage, rest @ ..] if stages == "stages" && !rest.is_empty() => {
+                    format!("stage `{stage}`, key `{}`: {e}", rest.join("."))
+                }
+                [] => e,
+                _ => format!("`{}`: {e}", path.join(".")),
+            };
+            diags.push_path(path, message, None);
             return Err(diags.into_error());
         }
     };

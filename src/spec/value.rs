@@ -15,6 +15,23 @@ pub fn number_from_f64(x: f64) -> Option<Value> {
 }
 
 pub fn yaml_to_json(value: &yaml_serde::Value) -> Result<Value, String> {
+    yaml_to_json_at(value).map_err(|(path, e)| {
+        if path.is_empty() {
+            e
+        } else {
+            format!("{}: {e}", path.join("."))
+        }
+    })
+}
+
+/// [`yaml_to_json`], with the key path of a value that cannot be converted (for a location).
+pub fn yaml_to_json_at(value: &yaml_serde::Value) -> Result<Value, (Vec<String>, String)> {
+    let mut path = Vec::new();
+    convert(value, &mut path).map_err(|e| (path, e))
+}
+
+/// On error, `path` is left pointing at the offending value.
+fn convert(value: &yaml_serde::Value, path: &mut Vec<String>) -> Result<Value, String> {
     use yaml_serde::Value as Y;
     Ok(match value {
         Y::Null => Value::Null,
@@ -33,7 +50,13 @@ pub fn yaml_to_json(value: &yaml_serde::Value) -> Result<Value, String> {
         }
         Y::String(s) => Value::String(s.clone()),
         Y::Sequence(items) => {
-            Value::Array(items.iter().map(yaml_to_json).collect::<Result<_, _>>()?)
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                path.push(i.to_string());
+                out.push(convert(item, path)?);
+                path.pop();
+            }
+            Value::Array(out)
         }
         Y::Mapping(m) => {
             let mut out = Map::new();
@@ -44,7 +67,9 @@ pub fn yaml_to_json(value: &yaml_serde::Value) -> Result<Value, String> {
                     Y::Bool(b) => b.to_string(),
                     other => return Err(format!("mapping keys must be strings, found {other:?}")),
                 };
-                out.insert(key, yaml_to_json(v)?);
+                path.push(key.clone());
+                out.insert(key, convert(v, path)?);
+                path.pop();
             }
             Value::Object(out)
         }
@@ -116,7 +141,8 @@ mod tests {
 
     #[test]
     fn rejects_non_finite() {
-        let a: yaml_serde::Value = yaml_serde::from_str("{a: .nan}").unwrap();
-        assert!(yaml_to_json(&a).is_err());
+        let a: yaml_serde::Value = yaml_serde::from_str("{a: {b: [1, .nan]}}").unwrap();
+        let (path, _) = yaml_to_json_at(&a).unwrap_err();
+        assert_eq!(path, ["a", "b", "1"]);
     }
 }

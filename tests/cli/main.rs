@@ -3,6 +3,7 @@
 
 mod engine;
 mod errors;
+mod hardening;
 mod ml;
 
 use std::path::{Path, PathBuf};
