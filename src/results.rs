@@ -433,4 +433,46 @@ mod tests {
         let long = format!("s[x={}]", "y".repeat(400));
         assert!(member_folder(&long).len() <= 200);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z_][a-z0-9_.-]{0,8}\\[[a-z]=[ -~]{0,12}\\]",
+                "[a-z][/%.\\\\\u{0}-\u{1f}\u{7f}é∂a-z]{0,16}",
+                "\\PC{1,300}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// A member folder is one safe path component.
+            #[test]
+            fn folders_are_single_safe_components(n in name()) {
+                let f = member_folder(&n);
+                prop_assert!(!f.is_empty() && f.len() <= 255);
+                prop_assert!(f != "." && f != "..");
+                prop_assert!(!f.contains('/') && !f.contains('\\'));
+                prop_assert!(!f.chars().any(|c| c.is_control()));
+                prop_assert_eq!(Path::new(&f).components().count(), 1);
+            }
+
+            /// Distinct names never share a folder.
+            #[test]
+            fn the_mapping_is_injective(a in name(), b in name()) {
+                if a != b {
+                    prop_assert_ne!(member_folder(&a), member_folder(&b));
+                }
+            }
+
+            /// Names that are already safe stay as they are (readable).
+            #[test]
+            fn safe_names_are_kept(n in "[a-z][a-z0-9_.-]{0,8}\\[[a-z]=[a-zA-Z0-9.=,+-]{0,12}\\]") {
+                prop_assert_eq!(member_folder(&n), n);
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The command line: one file per command. Errors are printed here, once, and mapped to exit
 //! codes: 0 success, 1 a stage failed, 2 bad input (YAML, CLI, files), 130 interrupted.
 
-mod dag;
+pub mod dag;
 mod gc;
 mod ops;
 mod run;

@@ -198,4 +198,69 @@ mod tests {
         assert!(again.memo.contains_key(&f));
         assert_eq!(again.hash(&f).unwrap(), hash);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn json_value() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                (-1e6f64..1e6).prop_map(|x| if x.fract() == 0.0 {
+                    json!(x as i64)
+                } else {
+                    json!(x)
+                }),
+                "\\PC{0,8}".prop_map(Value::String),
+                "[\"\\\\:,{}\\[\\]é∂\u{0}-\u{1f}]{0,4}".prop_map(Value::String),
+            ];
+            leaf.prop_recursive(3, 24, 4, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                    prop::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Insertion order of map keys never changes a key.
+            #[test]
+            fn key_order_does_not_matter(pairs in prop::collection::btree_map("\\PC{0,6}", json_value(), 0..6), seed in any::<u64>()) {
+                let forward: serde_json::Map<String, Value> = pairs.clone().into_iter().collect();
+                let mut shuffled: Vec<(String, Value)> = pairs.into_iter().collect();
+                let n = shuffled.len().max(1);
+                shuffled.rotate_left((seed as usize) % n);
+                if seed % 2 == 0 {
+                    shuffled.reverse();
+                }
+                let backward: serde_json::Map<String, Value> = shuffled.into_iter().collect();
+                prop_assert_eq!(key_of(&Value::Object(forward)), key_of(&Value::Object(backward)));
+            }
+
+            /// Different values get different keys (strings with quotes, escapes and unicode
+            /// cannot be confused with structure).
+            #[test]
+            fn different_values_have_different_keys(a in json_value(), b in json_value()) {
+                if a != b {
+                    prop_assert_ne!(key_of(&a), key_of(&b));
+                } else {
+                    prop_assert_eq!(key_of(&a), key_of(&b));
+                }
+            }
+
+            /// `n` and `n.0` written in YAML are one value, hence one key.
+            #[test]
+            fn integral_floats_are_integers(n in -1_000_000_000i64..1_000_000_000) {
+                let int: yaml_serde::Value = yaml_serde::from_str(&format!("{{a: {n}}}")).unwrap();
+                let float: yaml_serde::Value = yaml_serde::from_str(&format!("{{a: {n}.0}}")).unwrap();
+                let (int, float) = (crate::spec::yaml_to_json(&int).unwrap(), crate::spec::yaml_to_json(&float).unwrap());
+                prop_assert_eq!(key_of(&int), key_of(&float));
+            }
+        }
+    }
 }
