@@ -135,7 +135,7 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
                     let key = &plan.nodes[stage.node].key;
                     let dir = stage.publish.as_deref().unwrap_or(".");
                     let records = match cache.check(key, crate::cache::Check::Sizes) {
-                        crate::cache::EntryState::Ok(meta) => meta.outputs,
+                        crate::cache::EntryState::Ok(outputs) => outputs,
                         _ => {
                             problems.push(format!(
                                 "`{}` not published: its entry is damaged or gone (run `pipeline verify`)",

@@ -51,9 +51,9 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
         // Under the key's lock: a run may be committing it right now.
         let lock = cache.lock(key)?;
         match cache.check(key, Check::Hashes) {
-            EntryState::Ok(meta) => {
+            EntryState::Ok(outputs) => {
                 ok += 1;
-                bytes += meta.outputs.iter().map(|r| r.size).sum::<u64>();
+                bytes += outputs.iter().map(|r| r.size).sum::<u64>();
             }
             EntryState::Missing => missing += 1,
             EntryState::Damaged(why) => {

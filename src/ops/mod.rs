@@ -120,12 +120,17 @@ pub struct OpContext<'a> {
 
 impl OpContext<'_> {
     /// Prepares a command that does this stage's work: its own process group (Ctrl-C reaches the
-    /// engine, which stops the whole group), killed if the engine thread that started it dies,
-    /// and holding the key's lock.
+    /// engine, which stops the whole group; the engine's watchdog kills the group if the engine
+    /// dies), killed if the engine thread that started it dies, stdin from /dev/null, and the
+    /// key's lock inherited as an open descriptor, so that the key stays locked while the command
+    /// or anything it leaves behind (a background job) runs. The inherited descriptor needs a
+    /// `pre_exec` hook, which makes the spawn a fork instead of `posix_spawn`: measured ~8% more
+    /// per trivial stage; stdin would avoid it, but `sh` gives background jobs /dev/null as stdin.
     pub fn stage_process(&self, command: &mut std::process::Command) {
         use std::os::unix::process::CommandExt;
-        let lock_fd = self.lock_fd;
         command.process_group(0);
+        let lock_fd = self.lock_fd;
+        command.stdin(std::process::Stdio::null());
         // SAFETY: only async-signal-safe calls (prctl, fcntl) between fork and exec.
         unsafe {
             command.pre_exec(move || {

@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -81,7 +81,6 @@ impl Op for Shell {
             .arg("-c")
             .arg(cmd)
             .current_dir(ctx.out_dir)
-            .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .env("ROOT", ctx.root)

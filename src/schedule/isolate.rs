@@ -83,12 +83,12 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
         },
     };
     let mut command = Command::new(own_executable()?);
+    command.arg("__run-op");
+    ctx.stage_process(&mut command);
     command
-        .arg("__run-op")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    ctx.stage_process(&mut command);
     let mut child = command
         .spawn()
         .context("starting a child process for the stage")?;

@@ -208,11 +208,21 @@ pub fn run(
         Check::Sizes
     };
     let mut suspect = vec![false; n];
-    for (i, node) in plan.nodes.iter().enumerate() {
-        if state[i] != NodeState::Pending || opts.force.contains(&i) {
-            continue;
-        }
-        match cache.check(&node.key, how) {
+    // Checking is a few system calls per entry: in parallel, a no-op rerun of a wide sweep
+    // stays fast.
+    let checks: Vec<Option<EntryState>> = {
+        use rayon::prelude::*;
+        (0..n)
+            .into_par_iter()
+            .map(|i| {
+                (state[i] == NodeState::Pending && !opts.force.contains(&i))
+                    .then(|| cache.check(&plan.nodes[i].key, how))
+            })
+            .collect()
+    };
+    for (i, check) in checks.into_iter().enumerate() {
+        let Some(check) = check else { continue };
+        match check {
             EntryState::Ok(_) => state[i] = NodeState::Cached,
             EntryState::Missing => {}
             EntryState::Damaged(why) => {
