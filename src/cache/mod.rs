@@ -77,6 +77,8 @@ pub enum Check {
 #[derive(Clone)]
 pub struct Cache {
     root: PathBuf,
+    /// `entries/`, open: checks resolve paths relative to it (shorter path walks per entry).
+    entries: std::sync::Arc<File>,
 }
 
 /// Held while this process computes a key; released on drop (or by the OS if the process dies).
@@ -120,7 +122,13 @@ impl Cache {
             fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create cache folder `{}`", dir.display()))?;
         }
-        Ok(Cache { root })
+        let entries_path = root.join("entries");
+        let entries = File::open(&entries_path)
+            .with_context(|| format!("opening cache folder `{}`", entries_path.display()))?;
+        Ok(Cache {
+            root,
+            entries: std::sync::Arc::new(entries),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -143,8 +151,10 @@ impl Cache {
     /// Looks at `key`'s entry: missing, servable, or damaged (and why).
     pub fn check(&self, key: &str, how: Check) -> EntryState {
         let dir = self.entry_dir(key);
-        let meta_path = dir.join("meta.json");
-        let bytes = match fs::read(&meta_path) {
+        if !safe_key(key) {
+            return EntryState::Missing;
+        }
+        let bytes = match self.read_in_entries(&format!("{key}/meta.json")) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return if fs::symlink_metadata(&dir).is_ok() {
@@ -178,14 +188,12 @@ impl Cache {
             let Some(path) = safe_join(&out, &record.path) else {
                 return EntryState::Damaged(format!("it records an unsafe path `{}`", record.path));
             };
-            match fs::symlink_metadata(&path) {
-                Ok(m) if m.is_file() && m.len() == record.size => {}
+            match self.stat_in_entries(&format!("{key}/out/{}", record.path)) {
+                Ok(m) if m.is_file() && m.size == record.size => {}
                 Ok(m) if m.is_file() => {
                     return EntryState::Damaged(format!(
                         "`{}` has {} bytes, {} were committed",
-                        record.path,
-                        m.len(),
-                        record.size
+                        record.path, m.size, record.size
                     ));
                 }
                 Ok(_) => {
@@ -314,7 +322,7 @@ impl Cache {
         let mut meta = meta.clone();
         meta.outputs = record_files(&out)?;
         let meta_path = pending.dir.join("meta.json");
-        fs::write(&meta_path, serde_json::to_vec_pretty(&meta)?)
+        fs::write(&meta_path, serde_json::to_vec(&meta)?)
             .with_context(|| format!("writing {}", meta_path.display()))?;
         // Read-only: an accidental write through a path into the cache fails instead of
         // silently changing what every later consumer reads.
@@ -521,6 +529,88 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap(path)?;
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Keys are hex digests; anything else never names an entry (and never a path).
+fn safe_key(key: &str) -> bool {
+    !key.is_empty() && key.len() <= 128 && key.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// The type and size of a file, as `fstatat` without following links tells them.
+struct Stat {
+    mode: u32,
+    size: u64,
+}
+
+impl Stat {
+    fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+impl Cache {
+    /// Reads a file at a path relative to `entries/`.
+    fn read_in_entries(&self, rel: &str) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let c = std::ffi::CString::new(rel).map_err(std::io::Error::other)?;
+        // SAFETY: openat on a directory descriptor we own, with a NUL-terminated path; the
+        // returned descriptor is owned by the File below.
+        let fd = unsafe {
+            libc::openat(
+                self.entries.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        // Plain reads into a stack buffer: `read_to_end` would first ask the size (two more
+        // system calls per entry), and metadata files are small.
+        let mut bytes = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => return Ok(bytes),
+                // A short read of a regular file is its end: saves the read that returns 0.
+                Ok(n) if n < buf.len() => {
+                    bytes.extend_from_slice(&buf[..n]);
+                    return Ok(bytes);
+                }
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `lstat` of a path relative to `entries/`.
+    fn stat_in_entries(&self, rel: &str) -> std::io::Result<Stat> {
+        use std::os::fd::AsRawFd;
+        let c = std::ffi::CString::new(rel).map_err(std::io::Error::other)?;
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstatat writes a stat struct for a NUL-terminated path.
+        let rc = unsafe {
+            libc::fstatat(
+                self.entries.as_raw_fd(),
+                c.as_ptr(),
+                st.as_mut_ptr(),
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fstatat succeeded, so the struct is initialised.
+        let st = unsafe { st.assume_init() };
+        Ok(Stat {
+            mode: st.st_mode,
+            size: st.st_size as u64,
+        })
+    }
 }
 
 /// `base/rel` where `rel` is a plain relative path (no `..`, no root): records come from a file

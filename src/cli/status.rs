@@ -23,11 +23,13 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     let mut out = String::new();
     let (mut cached, mut stale) = (0, 0);
     let mut damaged = 0;
-    let states: Vec<EntryState> = plan
-        .nodes
-        .iter()
-        .map(|node| cache.check(&node.key, Check::Sizes))
-        .collect();
+    let states: Vec<EntryState> = {
+        use rayon::prelude::*;
+        plan.nodes
+            .par_iter()
+            .map(|node| cache.check(&node.key, Check::Sizes))
+            .collect()
+    };
     for stage in &plan.stages {
         let node = &plan.nodes[stage.node];
         match &states[stage.node] {
