@@ -121,27 +121,48 @@ pub struct OpContext<'a> {
 impl OpContext<'_> {
     /// Prepares a command that does this stage's work: its own process group (Ctrl-C reaches the
     /// engine, which stops the whole group; the engine's watchdog kills the group if the engine
-    /// dies), killed if the engine thread that started it dies, stdin from /dev/null, and the
-    /// key's lock inherited as an open descriptor, so that the key stays locked while the command
-    /// or anything it leaves behind (a background job) runs. The inherited descriptor needs a
-    /// `pre_exec` hook, which makes the spawn a fork instead of `posix_spawn`: measured ~8% more
-    /// per trivial stage; stdin would avoid it, but `sh` gives background jobs /dev/null as stdin.
+    /// dies) and stdin from /dev/null. Start it with [`OpContext::spawn`].
     pub fn stage_process(&self, command: &mut std::process::Command) {
         use std::os::unix::process::CommandExt;
         command.process_group(0);
-        let lock_fd = self.lock_fd;
         command.stdin(std::process::Stdio::null());
-        // SAFETY: only async-signal-safe calls (prctl, fcntl) between fork and exec.
-        unsafe {
-            command.pre_exec(move || {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-                if let Some(fd) = lock_fd {
-                    libc::fcntl(fd, libc::F_SETFD, 0);
-                }
-                Ok(())
-            });
-        }
     }
+
+    /// Starts a stage process that inherits the key's lock, so that the key stays locked while
+    /// the command or anything it leaves behind (a background job) runs.
+    pub fn spawn(
+        &self,
+        command: &mut std::process::Command,
+    ) -> std::io::Result<std::process::Child> {
+        spawn_exclusive(command, self.lock_fd)
+    }
+}
+
+/// Serialises process starts: while one start lets a lock descriptor through, no other child
+/// may inherit it.
+static SPAWN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Starts `command`; `inherit` (a descriptor) stays open in the child. The descriptor is made
+/// inheritable only for the moment of the start, under a process-wide lock, instead of in a
+/// `pre_exec` hook: a hook turns `posix_spawn` into a fork of the whole engine, measured at ~8%
+/// more per trivial stage. (Not through stdin: `sh` gives background jobs /dev/null as stdin.)
+pub fn spawn_exclusive(
+    command: &mut std::process::Command,
+    inherit: Option<i32>,
+) -> std::io::Result<std::process::Child> {
+    let _guard = SPAWN.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: fcntl on a descriptor the caller keeps open; only its close-on-exec flag changes.
+    let set_cloexec = |on: bool| {
+        if let Some(fd) = inherit {
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 });
+            }
+        }
+    };
+    set_cloexec(false);
+    let child = command.spawn();
+    set_cloexec(true);
+    child
 }
 
 pub trait ChildRegistry: Send + Sync {

@@ -111,7 +111,7 @@ impl Op for Shell {
                 .collect();
             command.env(format!("INPUT_{}", env_name(input)), dirs.join("\n"));
         }
-        let mut child = command.spawn().context("starting `sh`")?;
+        let mut child = ctx.spawn(&mut command).context("starting `sh`")?;
         ctx.child_registry.register(child.id());
         let status = child.wait();
         ctx.child_registry.unregister(child.id());

@@ -89,8 +89,8 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
+    let mut child = ctx
+        .spawn(&mut command)
         .context("starting a child process for the stage")?;
     ctx.child_registry.register(child.id());
     let result = (|| {

@@ -29,19 +29,20 @@ fn send(line: &str) {
 fn start() -> Option<ChildStdin> {
     use std::os::unix::process::CommandExt;
     let exe = std::path::Path::new("/proc/self/exe");
-    let mut child = Command::new(if exe.exists() {
+    let mut command = Command::new(if exe.exists() {
         exe.to_path_buf()
     } else {
         std::env::current_exe().ok()?
-    })
-    .arg("__watchdog")
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    // Its own group: a Ctrl-C in the terminal is the engine's to handle, not the watchdog's.
-    .process_group(0)
-    .spawn()
-    .ok()?;
+    });
+    command
+        .arg("__watchdog")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // Its own group: a Ctrl-C in the terminal is the engine's to handle, not the watchdog's.
+        .process_group(0);
+    // Through the engine's one spawn path, so that it never inherits a stage's key lock.
+    let mut child = crate::ops::spawn_exclusive(&mut command, None).ok()?;
     child.stdin.take()
 }
 
