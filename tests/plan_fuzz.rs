@@ -357,6 +357,14 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
     chars.into_iter().collect()
 }
 
+/// 400 cases per property in CI; `PROPTEST_CASES` asks for more.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
 #[test]
 fn the_seed_corpus_plans_or_fails_with_locations() {
     for text in corpus() {
@@ -365,7 +373,7 @@ fn the_seed_corpus_plans_or_fails_with_locations() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn generated_pipelines_never_panic(text in pipeline_text()) {
