@@ -82,10 +82,15 @@ impl Publisher {
             .with_context(|| format!("opening {}", lock_path.display()))?;
         lock.lock()
             .with_context(|| format!("locking {}", lock_path.display()))?;
-        let manifest = match fs::read(root.join(MANIFEST)) {
+        let mut manifest: Manifest = match fs::read(root.join(MANIFEST)) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
             Err(_) => Manifest::default(),
         };
+        // The manifest is a file in the user's folder: a path in it that is not plain and
+        // relative (an edit, say `../x`) is dropped, never acted upon.
+        manifest
+            .files
+            .retain(|path, _| checked_relative(path).is_ok_and(|p| p.as_os_str() == path.as_str()));
         Ok(Publisher {
             root: root.to_path_buf(),
             manifest,
@@ -106,6 +111,7 @@ impl Publisher {
         let dir_rel =
             checked_relative(dir).with_context(|| format!("publishing `{stage}` to `{dir}`"))?;
         let mut outcome = Outcome::default();
+        let mut swept = std::collections::HashSet::new();
         let mut wanted = std::collections::HashSet::with_capacity(files.len());
         for record in files {
             let file_rel =
@@ -117,6 +123,9 @@ impl Publisher {
             let parent_rel = rel.parent().unwrap_or(Path::new(""));
             self.make_dirs(parent_rel)
                 .with_context(|| format!("publishing `{stage}`"))?;
+            if swept.insert(parent_rel.to_path_buf()) {
+                self.sweep_temporaries(parent_rel);
+            }
             if self.unchanged(&rel_text, &dest, record) {
                 if let Some(p) = self.manifest.files.get_mut(&rel_text) {
                     p.stage = stage.to_string();
@@ -209,6 +218,20 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+
+    /// Removes temporary files a killed publisher left in `rel` (we hold the publishing lock, so
+    /// no other publisher is writing them).
+    fn sweep_temporaries(&self, rel: &Path) {
+        let Ok(read) = fs::read_dir(self.root.join(rel)) else {
+            return;
+        };
+        for entry in read.flatten() {
+            let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+            if is_file && entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Whether every folder on the way to `rel` (below the root) is a real folder.
@@ -393,6 +416,31 @@ mod tests {
         assert_eq!(
             fs::read_to_string(results.join("NOTES.txt")).unwrap(),
             "mine"
+        );
+    }
+
+    #[test]
+    fn a_hostile_manifest_entry_is_never_pruned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.txt"), "a").unwrap();
+        let results = tmp.path().join("results");
+        fs::create_dir_all(&results).unwrap();
+        let victim = tmp.path().join("victim.txt");
+        fs::write(&victim, "v").unwrap();
+        let m = fs::symlink_metadata(&victim).unwrap();
+        let manifest = serde_json::json!({"files": {"../victim.txt": {
+            "stage": "s", "blake3": "x", "size": 1, "mtime_ns": mtime_ns(&m)}}});
+        fs::write(results.join(MANIFEST), manifest.to_string()).unwrap();
+        fs::write(results.join(".pipeline-tmp.1.1"), "left by a killed run").unwrap();
+        let mut p = Publisher::open(&results).unwrap();
+        p.publish("s", ".", &src, &records(&src)).unwrap();
+        p.save().unwrap();
+        assert!(victim.exists(), "a path outside results/ is never pruned");
+        assert!(
+            !results.join(".pipeline-tmp.1.1").exists(),
+            "stale temporaries are swept"
         );
     }
 
