@@ -501,14 +501,16 @@ impl Planner<'_> {
             for assignment in &sweep_members {
                 let mut labels = up_labels.clone();
                 labels.extend(assignment.iter().cloned());
-                if let Err((key, e)) = self.plan_member(spec, op, labels, assignment, bound, many) {
-                    // Point at the parameter where the stage or its sweep sets it.
-                    let path = match key {
-                        Some(k) if spec.params.contains_key(&k) => at(&["params", &k]),
-                        Some(k) if sweep_keys.contains(&k) => at(&["sweep"]),
-                        _ => at(&[]),
-                    };
-                    diags.push_path(path, format!("stage `{}`: {e}", spec.name), None);
+                if let Err(errors) = self.plan_member(spec, op, labels, assignment, bound, many) {
+                    for (key, e) in errors {
+                        // Point at the parameter where the stage or its sweep sets it.
+                        let path = match key {
+                            Some(k) if spec.params.contains_key(&k) => at(&["params", &k]),
+                            Some(k) if sweep_keys.contains(&k) => at(&["sweep"]),
+                            _ => at(&[]),
+                        };
+                        diags.push_path(path, format!("stage `{}`: {e}", spec.name), None);
+                    }
                     return;
                 }
             }
@@ -574,26 +576,29 @@ impl Planner<'_> {
         assignment: &Assignment,
         bound: &[(String, Vec<usize>)],
         many: bool,
-    ) -> Result<(), (Option<String>, String)> {
+    ) -> Result<(), Vec<(Option<String>, String)>> {
         let name = member_name(&spec.name, &labels);
-        let params = resolve_params(op, &spec.params, assignment).map_err(|(key, e)| {
-            let which = if many {
-                format!("member `{name}`: ")
-            } else {
-                String::new()
-            };
-            (Some(key), format!("{which}{e}"))
+        let which = if many {
+            format!("member `{name}`: ")
+        } else {
+            String::new()
+        };
+        let params = resolve_params(op, &spec.params, assignment).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|(key, e)| (Some(key), format!("{which}{e}")))
+                .collect::<Vec<_>>()
         })?;
         let mut files = BTreeMap::new();
         for path in op
             .file_deps(&params)
-            .map_err(|e| (None, format!("{e:#}")))?
+            .map_err(|e| vec![(None, format!("{e:#}"))])?
         {
             let full = self.root.join(&path);
             let hash = self
                 .hasher
                 .hash(&full)
-                .map_err(|e| (None, format!("{e:#}")))?;
+                .map_err(|e| vec![(None, format!("{e:#}"))])?;
             files.insert(path.to_string_lossy().into_owned(), Value::String(hash));
         }
         let mut inputs = Vec::new();
@@ -698,31 +703,44 @@ fn resolve_params(
     op: &dyn Op,
     base: &Map<String, Value>,
     assignment: &Assignment,
-) -> Result<Params, (String, String)> {
+) -> Result<Params, Vec<(String, String)>> {
     let mut values = base.clone();
     for (k, v) in assignment {
         values.insert(k.clone(), v.clone());
     }
     let mut out = Map::new();
+    // Every bad parameter is reported, not only the first.
+    let mut errors = Vec::new();
     for p in op.params() {
         let value = match values.remove(p.name) {
             Some(v) => v,
             None => match p.default {
-                Some(literal) => crate::spec::parse_scalar(literal)
-                    .map_err(|e| (p.name.to_string(), format!("default of `{}`: {e}", p.name)))?,
+                Some(literal) => match crate::spec::parse_scalar(literal) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        errors.push((p.name.to_string(), format!("default of `{}`: {e}", p.name)));
+                        continue;
+                    }
+                },
                 None => {
-                    return Err((
+                    errors.push((
                         p.name.to_string(),
                         format!("parameter `{}` is required", p.name),
                     ));
+                    continue;
                 }
             },
         };
-        if !(value.is_null() && p.default == Some("null")) {
-            p.ty.check(&value)
-                .map_err(|e| (p.name.to_string(), format!("parameter `{}`: {e}", p.name)))?;
+        if !(value.is_null() && p.default == Some("null"))
+            && let Err(e) = p.ty.check(&value)
+        {
+            errors.push((p.name.to_string(), format!("parameter `{}`: {e}", p.name)));
+            continue;
         }
         out.insert(p.name.to_string(), value);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
     }
     // Only open ops get here with leftovers (others were rejected by name above).
     out.extend(values);

@@ -547,6 +547,25 @@ fn huge_grids_and_bad_numbers_are_refused_before_anything_runs() {
         );
         assert!(p.entries().is_empty(), "nothing ran");
     }
+    // Every bad parameter of a stage is reported at once.
+    p.write(
+        "m.yaml",
+        "stages:\n  d: {op: data.synthetic_map}\n  t:\n    op: train.mlp\n    inputs: {data: d}\n    params: {epochs: 0, lr: -1, width: 0}\n",
+    );
+    let run = p.run(&["run", "m.yaml"]);
+    assert!(
+        run.stderr
+            .contains("m.yaml:6:14: stage `t`: parameter `epochs`")
+            && run
+                .stderr
+                .contains("m.yaml:6:25: stage `t`: parameter `lr`")
+            && run
+                .stderr
+                .contains("m.yaml:6:33: stage `t`: parameter `width`")
+            && run.stderr.contains("3 errors in m.yaml"),
+        "{}",
+        run.stderr
+    );
     let long = "s".repeat(101);
     p.write(
         "n.yaml",
