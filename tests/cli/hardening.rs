@@ -653,3 +653,66 @@ stages:
         .ok();
     assert!(run.stdout.contains("3 ran"), "{}", run.stdout);
 }
+
+/// A PNG whose header declares `side` × `side` pixels, with almost no data behind it.
+fn png_declaring(side: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &b in bytes {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+        out.extend((data.len() as u32).to_be_bytes());
+        let start = out.len();
+        out.extend(kind);
+        out.extend(data);
+        let crc = crc32(&out[start..]);
+        out.extend(crc.to_be_bytes());
+    }
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut header = Vec::new();
+    header.extend(side.to_be_bytes());
+    header.extend(side.to_be_bytes());
+    header.extend([8, 2, 0, 0, 0]); // 8-bit RGB
+    chunk(&mut png, b"IHDR", &header);
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    png
+}
+
+#[test]
+fn an_image_declaring_huge_dimensions_is_refused_before_decoding() {
+    let p = Project::new();
+    for split in ["train", "val", "test"] {
+        for class in ["0_real", "1_fake"] {
+            let dir = p.path().join("imgs").join(split).join(class);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("huge.png"), png_declaring(100_000)).unwrap();
+        }
+    }
+    p.write(
+        "p.yaml",
+        "stages:\n  images: {op: data.images, params: {dir: imgs, size: 16}}\n",
+    );
+    let run = p.run(&["run", "p.yaml"]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("huge.png: larger than 16384 × 16384 pixels"),
+        "{}",
+        run.stdout
+    );
+}
