@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -284,6 +285,8 @@ impl Cache {
             .create(true)
             .truncate(false)
             .write(true)
+            // A link planted at the lock's place is refused, not opened for writing.
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .with_context(|| format!("opening lock {}", path.display()))?;
         file.lock()
