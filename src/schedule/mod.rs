@@ -273,12 +273,26 @@ pub fn run(
         return Ok(summary);
     }
 
-    // Ready nodes, longest first (by the ops' cost hints; ties in plan order): a long stage
-    // started last would run alone at the end while the other cores idle.
-    // The cost hints are CPU time; a stage with more threads finishes sooner.
+    // Ready nodes by their critical path, longest first: a stage's own estimated wall time plus
+    // the longest chain of pending stages that wait for it (ties in plan order). Ordering by a
+    // stage's own length alone would start a long stage off the critical path first and leave
+    // the longest chain waiting. The cost hints are CPU time; more threads finish sooner.
     let wall =
         |i: usize| plan.nodes[i].cost / plan.nodes[i].threads.clamp(1, opts.jobs.max(1)) as f64;
-    let priority = |a: &usize, b: &usize| wall(*b).total_cmp(&wall(*a)).then(a.cmp(b));
+    let mut critical = vec![0.0f64; n];
+    // Nodes are in topological order, so every dependent comes later.
+    for i in (0..n).rev() {
+        if state[i] != NodeState::Pending {
+            continue;
+        }
+        let after = dependents[i]
+            .iter()
+            .filter(|&&d| state[d] == NodeState::Pending)
+            .map(|&d| critical[d])
+            .fold(0.0, f64::max);
+        critical[i] = wall(i) + after;
+    }
+    let priority = |a: &usize, b: &usize| critical[*b].total_cmp(&critical[*a]).then(a.cmp(b));
     let mut ready: Vec<usize> = (0..n)
         .filter(|&i| state[i] == NodeState::Pending && waiting[i] == 0)
         .collect();
