@@ -26,6 +26,8 @@ pub struct PlainReporter<W: Write> {
     total: usize,
     done: usize,
     last_progress: HashMap<usize, Instant>,
+    /// Names of running stages: two stages side by side print progress lines in turn.
+    names: HashMap<usize, String>,
 }
 
 impl<W: Write> PlainReporter<W> {
@@ -36,6 +38,7 @@ impl<W: Write> PlainReporter<W> {
             total: 0,
             done: 0,
             last_progress: HashMap::new(),
+            names: HashMap::new(),
         }
     }
 }
@@ -58,7 +61,10 @@ impl<W: Write> Reporter for PlainReporter<W> {
                 }
             }
             Event::WouldRun { name, .. } => writeln!(out, "would run {name}"),
-            Event::Started { .. } => Ok(()),
+            Event::Started { node, name, .. } => {
+                self.names.insert(*node, name.clone());
+                Ok(())
+            }
             Event::Progress { node, message } => {
                 let now = Instant::now();
                 let due = self
@@ -67,7 +73,10 @@ impl<W: Write> Reporter for PlainReporter<W> {
                     .is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(10));
                 if due && !self.quiet {
                     self.last_progress.insert(*node, now);
-                    writeln!(out, "  … {message}")
+                    match self.names.get(node) {
+                        Some(name) => writeln!(out, "  … {name}: {message}"),
+                        None => writeln!(out, "  … {message}"),
+                    }
                 } else {
                     Ok(())
                 }

@@ -84,7 +84,11 @@ fn train_yaml(extra: &str) -> String {
 fn training_learns_and_records_every_epoch_and_step() {
     let p = Project::new();
     p.write("p.yaml", &train_yaml(""));
-    p.run(&["run", "p.yaml"]).ok();
+    let log = p.run(&["run", "p.yaml"]).ok().stdout;
+    assert!(
+        log.contains("  … model: epoch 1/3"),
+        "progress names the stage: {log}"
+    );
     let dir = out_dir(&p, "p.yaml", "model");
     let run = json(&dir.join("run.json"));
     let epochs = run["epochs"].as_array().unwrap();
@@ -106,7 +110,20 @@ fn training_learns_and_records_every_epoch_and_step() {
     assert_eq!(steps.as_array().unwrap().len(), 3 * 47);
     assert!(dir.join("model.safetensors").metadata().unwrap().len() > 1000);
     let show = p.run(&["show", "p.yaml", "model"]).ok().stdout;
-    assert!(show.contains("metric validation_acc: "), "{show}");
+    let acc_line = show
+        .lines()
+        .find(|l| l.contains("metric validation_acc: "))
+        .unwrap_or_else(|| panic!("{show}"));
+    let shown = acc_line.rsplit(' ').next().unwrap();
+    let digits = shown.trim_start_matches("0.").trim_start_matches('0').len();
+    assert!(digits <= 4, "4 significant digits for people: {acc_line}");
+    let tools: Value =
+        serde_json::from_str(&p.run(&["show", "p.yaml", "model", "--json"]).ok().stdout).unwrap();
+    assert_eq!(
+        tools[0]["metrics"]["validation_acc"], epochs[2]["validation_acc"],
+        "--json keeps full precision"
+    );
+    assert_eq!(tools[0]["status"], "cached");
 }
 
 #[test]
