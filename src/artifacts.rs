@@ -412,6 +412,35 @@ mod tests {
     }
 
     #[test]
+    fn described_params_leave_out_the_ops_defaults() {
+        let mlp = crate::ops::find("train.mlp").unwrap();
+        let mut params = serde_json::Map::new();
+        for p in mlp.params() {
+            let literal = p.default.unwrap_or("0");
+            params.insert(
+                p.name.to_string(),
+                crate::spec::parse_scalar(literal).unwrap(),
+            );
+        }
+        params.insert("width".into(), serde_json::json!(64));
+        let run = RunRecord {
+            params,
+            ..Default::default()
+        };
+        let described = describe_params(&[&run]);
+        assert!(
+            described.contains(&("width".to_string(), "64".to_string())),
+            "{described:?}"
+        );
+        assert!(
+            !described
+                .iter()
+                .any(|(k, _)| k == "activation" || k == "batch_norm"),
+            "defaults are left out: {described:?}"
+        );
+    }
+
+    #[test]
     fn dataset_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let ds = Dataset {
@@ -520,20 +549,30 @@ impl ItemSummary {
 const LIST_VALUES_UP_TO: usize = 4;
 
 /// The parameters a set of runs share, and those that vary, formatted for a report: a shared
-/// value as it is; varying values one per run for a few runs, else "varies by run"; a parameter
-/// that only some of many runs have (one baseline's settings among others) is left out.
+/// value as it is, unless it is the op's default (a reader cares about what was chosen, not
+/// `activation=relu, batch_norm=false, …`); varying values one per run for a few runs, else
+/// "varies by run"; a parameter that only some of many runs have (one baseline's settings among
+/// others) is left out.
 pub fn describe_params(runs: &[&RunRecord]) -> Vec<(String, String)> {
-    let Some(first) = runs.first() else {
-        return Vec::new();
-    };
+    let mut keys: Vec<&String> = Vec::new();
+    for run in runs {
+        for k in run.params.keys() {
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+    }
     let mut out = Vec::new();
-    for (k, v) in &first.params {
+    for k in keys {
         let values: Vec<Option<String>> = runs
             .iter()
             .map(|r| r.params.get(k).map(crate::spec::format_value))
             .collect();
         if values.iter().all(|x| x == &values[0]) {
-            out.push((k.clone(), crate::spec::format_value(v)));
+            let Some(shared) = &values[0] else { continue };
+            if !runs.iter().all(|r| is_default(&r.params, k)) {
+                out.push((k.clone(), shared.clone()));
+            }
         } else if runs.len() <= LIST_VALUES_UP_TO {
             let listed: Vec<String> = values
                 .into_iter()
@@ -545,6 +584,22 @@ pub fn describe_params(runs: &[&RunRecord]) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Whether `params[key]` is the default of the op these resolved parameters belong to (the op
+/// whose parameter names are exactly these keys).
+fn is_default(params: &serde_json::Map<String, serde_json::Value>, key: &str) -> bool {
+    let Some(op) = crate::ops::registry().iter().find(|op| {
+        op.params().len() == params.len() && op.params().iter().all(|p| params.contains_key(p.name))
+    }) else {
+        return false;
+    };
+    op.params()
+        .iter()
+        .find(|p| p.name == key)
+        .and_then(|p| p.default)
+        .and_then(|literal| crate::spec::parse_scalar(literal).ok())
+        .is_some_and(|default| params.get(key) == Some(&default))
 }
 
 /// An image dataset folder: `images.json` (size, classes, normalisation, files per split) and

@@ -53,7 +53,8 @@ impl Op for PlotGradNorms {
     }
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.
-        2
+        // 3: it leaves out the op's defaults.
+        3
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
