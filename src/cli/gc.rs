@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{Exit, PipelineArgs, load_plan, open_cache};
+use super::{Exit, load_plans, open_cache};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,15 +26,7 @@ pub struct Args {
 pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     let cache = open_cache(cache_dir)?;
     let mut keep = HashSet::new();
-    for file in &args.files {
-        let plan = load_plan(
-            &PipelineArgs {
-                file: file.clone(),
-                sets: args.sets.clone(),
-                max_stages: args.max_stages,
-            },
-            &cache,
-        )?;
+    for plan in load_plans(&args.files, &args.sets, args.max_stages, &cache)? {
         keep.extend(plan.nodes.iter().map(|n| n.key.clone()));
     }
     let report = cache.gc(&keep, args.dry_run)?;

@@ -124,6 +124,28 @@ fn load_plan(args: &PipelineArgs, cache: &Cache) -> Result<Plan> {
     Ok(plan)
 }
 
+/// Plans several pipeline files with the same `--set` overrides (for `gc` and `verify`).
+fn load_plans(
+    files: &[PathBuf],
+    sets: &[(String, String)],
+    max_stages: usize,
+    cache: &Cache,
+) -> Result<Vec<Plan>> {
+    files
+        .iter()
+        .map(|file| {
+            load_plan(
+                &PipelineArgs {
+                    file: file.clone(),
+                    sets: sets.to_vec(),
+                    max_stages,
+                },
+                cache,
+            )
+        })
+        .collect()
+}
+
 fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use super::{Exit, PipelineArgs, load_plan, open_cache};
+use super::{Exit, load_plans, open_cache};
 use crate::cache::{Check, EntryState};
 
 #[derive(clap::Args)]
@@ -30,15 +30,7 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
             targets.push((key, String::new()));
         }
     } else {
-        for file in &args.files {
-            let plan = load_plan(
-                &PipelineArgs {
-                    file: file.clone(),
-                    sets: args.sets.clone(),
-                    max_stages: args.max_stages,
-                },
-                &cache,
-            )?;
+        for plan in load_plans(&args.files, &args.sets, args.max_stages, &cache)? {
             for (i, node) in plan.nodes.iter().enumerate() {
                 if !targets.iter().any(|(k, _)| *k == node.key) {
                     targets.push((node.key.clone(), plan.node_name(i).to_string()));

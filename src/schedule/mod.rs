@@ -668,15 +668,7 @@ impl Job {
             return Ok(Outcome::Cancelled);
         }
         if let Err(e) = result {
-            let error = format!("{e:#}");
-            append_log(&log_path, &format!("pipeline: stage failed: {error}"));
-            let log_tail = tail(&log_path, 20);
-            let log_path = cache.keep_failed(pending);
-            return Ok(Outcome::Failed {
-                error,
-                log_tail,
-                log_path,
-            });
+            return Ok(failed(cache, pending, "stage failed", &e));
         }
         let meta = Meta {
             key: self.key.clone(),
@@ -694,20 +686,23 @@ impl Job {
         // A commit that fails (a full disk, an output that is a symbolic link) fails the stage
         // like any other error: its partial outputs go, its log is kept.
         if let Err(e) = cache.commit(&pending, &meta) {
-            let error = format!("{e:#}");
-            append_log(
-                &log_path,
-                &format!("pipeline: could not commit the entry: {error}"),
-            );
-            let log_tail = tail(&log_path, 20);
-            let log_path = cache.keep_failed(pending);
-            return Ok(Outcome::Failed {
-                error,
-                log_tail,
-                log_path,
-            });
+            return Ok(failed(cache, pending, "could not commit the entry", &e));
         }
         Ok(Outcome::Ran { seconds })
+    }
+}
+
+/// A failed attempt: the error goes into its log, the log is kept under `failed/`, partial
+/// outputs are deleted.
+fn failed(cache: &Cache, pending: crate::cache::Pending, what: &str, e: &anyhow::Error) -> Outcome {
+    let error = format!("{e:#}");
+    let log_path = pending.log_path();
+    append_log(&log_path, &format!("pipeline: {what}: {error}"));
+    let log_tail = tail(&log_path, 20);
+    Outcome::Failed {
+        error,
+        log_tail,
+        log_path: cache.keep_failed(pending),
     }
 }
 
