@@ -176,9 +176,16 @@ impl Cache {
         let meta: Served = match serde_json::from_slice(&bytes) {
             Ok(m) => m,
             Err(e) => {
-                return EntryState::Damaged(format!(
-                    "its meta.json is unreadable or from an older version ({e})"
-                ));
+                let older = serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| {
+                    v["outputs"]
+                        .as_array()
+                        .is_some_and(|o| o.iter().all(Value::is_string))
+                });
+                return EntryState::Damaged(if older {
+                    "it was written by an older version, without size and hash records".into()
+                } else {
+                    format!("its meta.json is unreadable ({e})")
+                });
             }
         };
         if meta.key != key {
@@ -684,6 +691,24 @@ mod tests {
         let _fresh = cache.begin("k2", &lock).unwrap();
         let leftovers = fs::read_dir(dir.path().join("tmp")).unwrap().count();
         assert_eq!(leftovers, 1, "the stale attempt was swept");
+    }
+
+    #[test]
+    fn an_entry_from_an_older_version_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let entry = cache.entry_dir("k3");
+        fs::create_dir_all(entry.join("out")).unwrap();
+        fs::write(entry.join("out/a.txt"), "a").unwrap();
+        fs::write(
+            entry.join("meta.json"),
+            r#"{"key": "k3", "op": "shell", "outputs": ["a.txt"]}"#,
+        )
+        .unwrap();
+        match cache.check("k3", Check::Sizes) {
+            EntryState::Damaged(why) => assert!(why.contains("older version"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
