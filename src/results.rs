@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -74,17 +73,7 @@ impl Publisher {
     pub fn open(root: &Path) -> Result<Publisher> {
         fs::create_dir_all(root)
             .with_context(|| format!("creating the results folder {}", root.display()))?;
-        let lock_path = root.join(LOCK);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            // A link planted at the lock's place is refused, not opened for writing.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&lock_path)
-            .with_context(|| format!("opening {}", lock_path.display()))?;
-        lock.lock()
-            .with_context(|| format!("locking {}", lock_path.display()))?;
+        let lock = crate::cache::lock_file(&root.join(LOCK))?;
         let mut manifest: Manifest = match fs::read(root.join(MANIFEST)) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
             Err(_) => Manifest::default(),

@@ -288,17 +288,9 @@ impl Cache {
     /// Blocks until no other process computes `key`.
     pub fn lock(&self, key: &str) -> Result<KeyLock> {
         let path = self.root.join("locks").join(format!("{key}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            // A link planted at the lock's place is refused, not opened for writing.
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .with_context(|| format!("opening lock {}", path.display()))?;
-        file.lock()
-            .with_context(|| format!("locking {}", path.display()))?;
-        Ok(KeyLock { file })
+        Ok(KeyLock {
+            file: lock_file(&path)?,
+        })
     }
 
     /// A fresh temporary entry. Requires the key's lock, which also makes it safe to sweep away
@@ -539,6 +531,21 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap(path)?;
     Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// Opens (creating) `path` and blocks until this process holds its exclusive lock. A link
+/// planted at the lock's place is refused, not opened for writing.
+pub fn lock_file(path: &Path) -> Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .with_context(|| format!("opening lock {}", path.display()))?;
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
 }
 
 /// Keys are hex digests; anything else never names an entry (and never a path).
