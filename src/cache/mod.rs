@@ -293,6 +293,16 @@ impl Cache {
         })
     }
 
+    /// Names the cluster job computing `key` while it runs (written and read under the key's
+    /// lock), so that a driver started after a killed one adopts the job.
+    pub fn claim_path(&self, key: &str) -> PathBuf {
+        self.root.join("locks").join(format!("{key}.job"))
+    }
+
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
     /// A fresh temporary entry. Requires the key's lock, which also makes it safe to sweep away
     /// what an earlier, killed attempt left for the same key.
     pub fn begin(&self, key: &str, _lock: &KeyLock) -> Result<Pending> {

@@ -6,6 +6,7 @@ mod gc;
 mod ops;
 mod run;
 mod show;
+mod site;
 mod status;
 mod verify;
 
@@ -64,7 +65,11 @@ enum Command {
     Verify(verify::Args),
     /// Internal: run one stage's op in this process (a job on stdin).
     #[command(name = "__run-op", hide = true)]
-    RunOp,
+    RunOp {
+        /// Read the job from this file (a cluster job) instead of stdin.
+        #[arg(long)]
+        job: Option<PathBuf>,
+    },
     /// Internal: kill the stages' process groups if the engine dies.
     #[command(name = "__watchdog", hide = true)]
     Watchdog,
@@ -93,7 +98,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => show::run(&cli.cache, args),
         Command::Gc(args) => gc::run(&cli.cache, args),
         Command::Verify(args) => verify::run(&cli.cache, args),
-        Command::RunOp => return crate::schedule::child_main(),
+        Command::RunOp { job } => return crate::schedule::child_main(job.as_deref()),
         Command::Watchdog => return crate::schedule::watchdog_main(),
     };
     match result {

@@ -41,6 +41,8 @@ pub struct Args {
     /// entries are moved aside and recomputed.
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    executor: super::site::ExecutorArgs,
 }
 
 pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
@@ -66,6 +68,10 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
         };
         (0, note)
     };
+    let slurm = match args.executor.resolve(&plan.root)? {
+        Some(settings) if !args.dry_run => Some(schedule::slurm::Slurm::start(settings)?),
+        _ => None,
+    };
     let options = Options {
         jobs,
         gpus,
@@ -80,10 +86,23 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
         },
         dry_run: args.dry_run,
         verify: args.verify,
+        slurm: slurm.clone(),
     };
     if !args.quiet {
+        let executor = match &slurm {
+            None => String::new(),
+            Some(slurm) => {
+                let s = slurm.settings();
+                let local = plan.nodes.iter().filter(|n| n.local).count();
+                format!(
+                    ", executor slurm (partition {}, up to {} jobs; {local} cheap stage(s) here)",
+                    s.partition.as_deref().unwrap_or("default"),
+                    s.max_jobs
+                )
+            }
+        };
         println!(
-            "pipeline {}: {} stages ({} unique), jobs {jobs}, gpus {gpus}{gpu_note}",
+            "pipeline {}: {} stages ({} unique), jobs {jobs}, gpus {gpus}{gpu_note}{executor}",
             args.pipeline.file.display(),
             plan.stages.len(),
             plan.nodes.len()
@@ -102,7 +121,11 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     });
 
     let mut reporter = ui::reporter(args.quiet);
-    let summary = schedule::run(&plan, &cache, &options, cancel, reporter.as_mut())?;
+    let summary = schedule::run(&plan, &cache, &options, cancel, reporter.as_mut());
+    if let Some(slurm) = &slurm {
+        slurm.stop();
+    }
+    let summary = summary?;
     drop(reporter);
     if args.dry_run {
         return Ok(Exit::Ok);

@@ -76,6 +76,10 @@ impl Op for FeaturesBackbone {
     fn isolate(&self) -> bool {
         true
     }
+    /// Image batches, a network and its gradients: more than a cluster\'s usual per-CPU default.
+    fn memory_mb(&self, _params: &Params) -> Option<u64> {
+        Some(2048)
+    }
     fn cost_hint(&self, _params: &Params) -> f64 {
         3.0
     }

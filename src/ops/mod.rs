@@ -230,6 +230,15 @@ pub trait Op: Send + Sync {
     fn gpu(&self) -> GpuUse {
         GpuUse::Never
     }
+    /// Cheap enough to run on the submitting machine under a cluster executor (a plot, a
+    /// table): a cluster job would cost more in queueing than the work itself.
+    fn runs_local(&self) -> bool {
+        false
+    }
+    /// Memory (MiB) to ask a cluster for; `None` leaves the cluster's default.
+    fn memory_mb(&self, _params: &Params) -> Option<u64> {
+        None
+    }
     /// Whether the outputs land in `results/` unless the stage says otherwise.
     fn publishes(&self) -> bool {
         false

@@ -87,6 +87,9 @@ impl Op for PlotBoundary {
     fn publishes(&self) -> bool {
         true
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let data_item = &ctx.input("data")[0];

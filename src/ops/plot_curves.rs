@@ -97,6 +97,9 @@ impl Op for PlotCurves {
     fn publishes(&self) -> bool {
         true
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let metrics = ctx.params.str_list("metrics")?;

@@ -68,6 +68,9 @@ impl Op for PlotGradNorms {
     fn publishes(&self) -> bool {
         true
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let item = &ctx.input("run")[0];

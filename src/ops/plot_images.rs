@@ -89,6 +89,9 @@ impl Op for PlotImages {
     fn publishes(&self) -> bool {
         true
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let (right_item, wrong_item, data_item) = (

@@ -75,6 +75,9 @@ impl Op for PlotVsParam {
     fn publishes(&self) -> bool {
         true
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let param = ctx.params.str("param")?;

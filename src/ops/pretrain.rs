@@ -101,6 +101,10 @@ impl Op for Pretrain {
     fn isolate(&self) -> bool {
         true
     }
+    /// Image batches, a network and its gradients: more than a cluster\'s usual per-CPU default.
+    fn memory_mb(&self, _params: &Params) -> Option<u64> {
+        Some(2048)
+    }
     fn cost_hint(&self, params: &Params) -> f64 {
         if !params.str("weights").unwrap_or("").is_empty() {
             return 1.0;

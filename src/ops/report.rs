@@ -77,6 +77,9 @@ impl Op for Report {
     fn publishes(&self) -> bool {
         true
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let title = ctx.params.str("title")?;

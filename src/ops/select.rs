@@ -48,6 +48,9 @@ impl Op for Select {
     fn name(&self) -> &'static str {
         "select"
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
     fn doc(&self) -> &'static str {
         "Pick the best or worst run of a sweep by a final metric; downstream stages use it like a run."
     }

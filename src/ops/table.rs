@@ -98,6 +98,9 @@ impl Op for Table {
     fn publishes(&self) -> bool {
         true
     }
+    fn runs_local(&self) -> bool {
+        true
+    }
 
     fn run(&self, ctx: &OpContext) -> Result<()> {
         let columns = ctx.params.str_list("columns")?;

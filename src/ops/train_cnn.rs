@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
+use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
 use crate::artifacts::{ImageDataset, Predictions};
 use crate::ml::cnn::{CnnConfig, Images, Mode, train_binary};
 use crate::ml::resnet::ResNetConfig;
@@ -126,6 +126,10 @@ impl Op for TrainCnn {
     }
     fn isolate(&self) -> bool {
         true
+    }
+    /// Image batches, a network and its gradients: more than a cluster\'s usual per-CPU default.
+    fn memory_mb(&self, _params: &Params) -> Option<u64> {
+        Some(2048)
     }
     fn cost_hint(&self, params: &super::Params) -> f64 {
         let width = params.f64("width").unwrap_or(16.0);

@@ -41,6 +41,11 @@ pub struct Node {
     pub deps: Vec<usize>,
     pub threads: usize,
     pub gpu: usize,
+    /// Memory (MiB) and wall time (s) to ask a cluster for; `None`: the cluster's default.
+    pub mem_mb: Option<u64>,
+    pub time_s: Option<u64>,
+    /// Runs on the submitting machine even under a cluster executor (cheap stages).
+    pub local: bool,
     /// The op's estimate of the run time, for ordering ready nodes.
     pub cost: f64,
     /// Every stage member that resolved to this node (deduplicated stages share it).
@@ -653,10 +658,14 @@ impl Planner<'_> {
                 n
             }
             None => {
-                let threads = spec.threads.unwrap_or_else(|| op.threads());
+                let threads = spec.resources.threads.unwrap_or_else(|| op.threads());
                 let gpu = spec
+                    .resources
                     .gpu
                     .unwrap_or(if op.gpu() == GpuUse::Preferred { 1 } else { 0 });
+                let mem_mb = spec.resources.mem_mb.or_else(|| op.memory_mb(&params));
+                let time_s = spec.resources.time_s;
+                let local = spec.resources.local.unwrap_or_else(|| op.runs_local());
                 let cost = op.cost_hint(&params);
                 self.nodes.push(Node {
                     key: key.clone(),
@@ -667,6 +676,9 @@ impl Planner<'_> {
                     deps,
                     threads,
                     gpu,
+                    mem_mb,
+                    time_s,
+                    local,
                     stages: vec![stage_index],
                     fingerprint,
                 });

@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::ops::{self, ChildRegistry, Device, InputItem, OpContext, Params, ProgressSink};
 
-const PROGRESS_PREFIX: &str = "\u{1e}progress ";
+pub(super) const PROGRESS_PREFIX: &str = "\u{1e}progress ";
 
 #[derive(Serialize, Deserialize)]
-struct ChildJob {
+pub(super) struct ChildJob {
     op: String,
     stage: String,
     params: serde_json::Map<String, serde_json::Value>,
@@ -52,9 +52,9 @@ fn own_executable() -> Result<PathBuf> {
     std::env::current_exe().context("locating the pipeline executable")
 }
 
-/// Parent side: runs `ctx`'s op in a child process and waits for it.
-pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
-    let job = ChildJob {
+impl ChildJob {
+    pub(super) fn new(op_name: &str, ctx: &OpContext) -> ChildJob {
+        ChildJob {
         op: op_name.to_string(),
         stage: ctx.stage.to_string(),
         params: ctx.params.0.clone(),
@@ -81,7 +81,21 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
             Device::Cuda(i) => Some(i),
             Device::Cpu => None,
         },
-    };
+        }
+    }
+}
+
+/// What a job run from a file (a cluster job) leaves beside it: the engine takes success from
+/// here, not only from the cluster's word.
+#[derive(Serialize, Deserialize)]
+pub(super) struct JobResult {
+    pub ok: bool,
+    pub error: String,
+}
+
+/// Parent side: runs `ctx`'s op in a child process and waits for it.
+pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
+    let job = ChildJob::new(op_name, ctx);
     let mut command = Command::new(own_executable()?);
     command.arg("__run-op");
     ctx.stage_process(&mut command);
@@ -143,9 +157,22 @@ impl ChildRegistry for NoChildren {
     fn unregister(&self, _pid: u32) {}
 }
 
-/// Child side: `pipeline __run-op` reads a job from stdin and runs it.
-pub fn child_main() -> ExitCode {
-    match child_run() {
+/// Child side: `pipeline __run-op` reads a job from stdin and runs it. With `--job FILE` (a
+/// cluster job, which has no stdin) it reads the job from that file and writes `result.json`
+/// beside it before it exits.
+pub fn child_main(job_file: Option<&std::path::Path>) -> ExitCode {
+    let result = child_run(job_file);
+    if let Some(file) = job_file {
+        let report = JobResult {
+            ok: result.is_ok(),
+            error: result.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default(),
+        };
+        if let Err(e) = write_result(file, &report) {
+            eprintln!("pipeline: could not write the job's result: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e:#}");
@@ -154,11 +181,30 @@ pub fn child_main() -> ExitCode {
     }
 }
 
-fn child_run() -> Result<()> {
-    let mut input = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut input)
-        .context("reading the job")?;
+/// `result.json` beside the job file, written under a temporary name and renamed, so that a
+/// reader never sees half of it.
+fn write_result(job_file: &std::path::Path, report: &JobResult) -> Result<()> {
+    let dir = job_file.parent().unwrap_or(std::path::Path::new("."));
+    let tmp = dir.join(".result.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(report)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join("result.json"))
+        .with_context(|| format!("writing {}", dir.join("result.json").display()))?;
+    Ok(())
+}
+
+fn child_run(job_file: Option<&std::path::Path>) -> Result<()> {
+    let input = match job_file {
+        Some(file) => std::fs::read(file)
+            .with_context(|| format!("reading the job {}", file.display()))?,
+        None => {
+            let mut input = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .context("reading the job")?;
+            input
+        }
+    };
     let job: ChildJob = serde_json::from_slice(&input).context("parsing the job")?;
     let op = ops::find(&job.op).ok_or_else(|| anyhow!("no op `{}`", job.op))?;
     let cancel = Arc::new(AtomicBool::new(false));

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 mod isolate;
+pub mod slurm;
 mod watchdog;
 pub use isolate::child_main;
 pub use watchdog::watchdog_main;
@@ -33,6 +34,8 @@ pub struct Options {
     pub dry_run: bool,
     /// Check the hashes of cached entries before serving them (not only their sizes).
     pub verify: bool,
+    /// Submit stages to Slurm (all but those that run locally); `None`: run everything here.
+    pub slurm: Option<Arc<slurm::Slurm>>,
 }
 
 #[derive(Debug, Clone)]
@@ -300,7 +303,13 @@ pub fn run(
     let jobs = opts.jobs.max(1);
     let mut free_threads = jobs;
     let mut free_gpus: Vec<usize> = (0..opts.gpus).rev().collect();
-    let mut running: HashMap<usize, (usize, Option<usize>)> = HashMap::new();
+    // Per running node: the local threads and GPU it holds, and whether it is a cluster job.
+    let mut running: HashMap<usize, (usize, Option<usize>, bool)> = HashMap::new();
+    let mut jobs_running = 0usize;
+    let max_jobs = opts
+        .slurm
+        .as_ref()
+        .map_or(0, |s| s.settings().max_jobs.max(1));
     let children = Arc::new(Children);
     let (tx, rx) = mpsc::channel::<Message>();
     let mut warned_gpu = false;
@@ -309,6 +318,9 @@ pub fn run(
         if cancel.load(Ordering::Relaxed) && !summary.interrupted {
             summary.interrupted = true;
             signal_children(libc::SIGTERM);
+            if let Some(slurm) = &opts.slurm {
+                slurm.cancel_all();
+            }
             reporter.event(&Event::Interrupted);
         }
         // First every ready stage that gets all the threads it asks for; then, if threads are
@@ -324,6 +336,46 @@ pub fn run(
                 let node_index = ready[i];
                 let node = &plan.nodes[node_index];
                 let wanted = node.threads.clamp(1, jobs);
+                // A cluster job asks Slurm for its threads and GPU; it holds none of ours.
+                let remote = opts.slurm.is_some() && !node.local;
+                if remote {
+                    if jobs_running >= max_jobs {
+                        i += 1;
+                        continue;
+                    }
+                    let device = if node.gpu > 0 && GPU_BACKEND {
+                        Device::Cuda(0)
+                    } else {
+                        Device::Cpu
+                    };
+                    ready.remove(i);
+                    jobs_running += 1;
+                    running.insert(node_index, (0, None, true));
+                    state[node_index] = NodeState::Running;
+                    reporter.event(&Event::Started {
+                        node: node_index,
+                        name: plan.node_name(node_index).to_string(),
+                        threads: wanted,
+                        device,
+                    });
+                    spawn_worker(
+                        plan,
+                        cache,
+                        node_index,
+                        wanted,
+                        device,
+                        opts,
+                        if suspect[node_index] {
+                            Check::Hashes
+                        } else {
+                            how
+                        },
+                        &tx,
+                        &cancel,
+                        &children,
+                    )?;
+                    continue;
+                }
                 let threads = if wanted <= free_threads {
                     wanted
                 } else if shrink && node.threads == usize::MAX && free_threads > 0 {
@@ -364,7 +416,7 @@ pub fn run(
                     Device::Cuda(g) => Some(g),
                     Device::Cpu => None,
                 };
-                running.insert(node_index, (threads, gpu));
+                running.insert(node_index, (threads, gpu, false));
                 state[node_index] = NodeState::Running;
                 reporter.event(&Event::Started {
                     node: node_index,
@@ -378,7 +430,7 @@ pub fn run(
                     node_index,
                     threads,
                     device,
-                    opts.force.contains(&node_index),
+                    opts,
                     if suspect[node_index] {
                         Check::Hashes
                     } else {
@@ -405,9 +457,10 @@ pub fn run(
             }
             Message::Done(node, outcome) => (node, outcome),
         };
-        if let Some((threads, gpu)) = running.remove(&node_index) {
+        if let Some((threads, gpu, remote)) = running.remove(&node_index) {
             free_threads += threads;
             free_gpus.extend(gpu);
+            jobs_running -= usize::from(remote);
         }
         let name = plan.node_name(node_index).to_string();
         match outcome {
@@ -510,7 +563,7 @@ fn spawn_worker(
     node_index: usize,
     threads: usize,
     device: Device,
-    force: bool,
+    opts: &Options,
     check: Check,
     tx: &Sender<Message>,
     cancel: &Arc<AtomicBool>,
@@ -548,8 +601,18 @@ fn spawn_worker(
         cache: cache.clone(),
         threads,
         device,
-        force,
+        force: opts.force.contains(&node_index),
         check,
+        slurm: opts
+            .slurm
+            .as_ref()
+            .filter(|_| !node.local)
+            .map(|slurm| RemoteJob {
+                slurm: slurm.clone(),
+                gpus: node.gpu,
+                mem_mb: node.mem_mb,
+                time_s: node.time_s,
+            }),
     };
     let tx = tx.clone();
     let cancel = cancel.clone();
@@ -598,6 +661,15 @@ struct Job {
     force: bool,
     /// How closely to look at an entry found after taking the lock.
     check: Check,
+    /// Run as a Slurm job with these resources instead of here.
+    slurm: Option<RemoteJob>,
+}
+
+struct RemoteJob {
+    slurm: Arc<slurm::Slurm>,
+    gpus: usize,
+    mem_mb: Option<u64>,
+    time_s: Option<u64>,
 }
 
 impl Job {
@@ -625,8 +697,17 @@ impl Job {
     ) -> Result<Outcome> {
         let cache = &self.cache;
         let lock = cache.lock(&self.key)?;
+        // A Slurm job that a killed driver left computing this key (see `slurm`).
+        let claim = cache.claim_path(&self.key);
+        let adopted = self
+            .slurm
+            .as_ref()
+            .and_then(|_| slurm::read_claim(&claim, &cache.tmp_dir(), &self.key));
         match cache.check(&self.key, self.check) {
-            EntryState::Ok(_) if !self.force => return Ok(Outcome::ByOtherRun),
+            EntryState::Ok(_) if !self.force => {
+                let _ = std::fs::remove_file(&claim);
+                return Ok(Outcome::ByOtherRun);
+            }
             EntryState::Damaged(_) => {
                 cache.quarantine(&self.key, &lock)?;
             }
@@ -635,7 +716,13 @@ impl Job {
         if cancel.load(Ordering::Relaxed) {
             return Ok(Outcome::Cancelled);
         }
-        let pending = cache.begin(&self.key, &lock)?;
+        let pending = match &adopted {
+            Some((_, dir)) => crate::cache::Pending {
+                key: self.key.clone(),
+                dir: dir.clone(),
+            },
+            None => cache.begin(&self.key, &lock)?,
+        };
         let out_dir = pending.out_dir();
         let log_path = pending.log_path();
         let started_at = SystemTime::now()
@@ -657,7 +744,32 @@ impl Job {
             child_registry: children,
             lock_fd: Some(lock.raw_fd()),
         };
-        let result = if self.op.isolate() {
+        let result = if let Some(remote) = &self.slurm {
+            let request = slurm::Request {
+                name: &self.name,
+                threads: self.threads,
+                gpus: remote.gpus,
+                mem_mb: remote.mem_mb,
+                time_s: remote.time_s,
+            };
+            let ended = remote.slurm.run(
+                self.op.name(),
+                &ctx,
+                &request,
+                &pending.dir,
+                &claim,
+                adopted.map(|(id, _)| id),
+            );
+            match ended {
+                slurm::Ended::Succeeded => Ok(()),
+                slurm::Ended::Failed(e) | slurm::Ended::Lost(e) => {
+                    let _ = std::fs::remove_file(&claim);
+                    Err(anyhow::anyhow!(e))
+                }
+                // The claim stays: the next driver finds the job cancelled and starts afresh.
+                slurm::Ended::Cancelled => return Ok(Outcome::Cancelled),
+            }
+        } else if self.op.isolate() {
             isolate::run_in_child(self.op.name(), &ctx)
         } else {
             self.op.run(&ctx)
@@ -686,8 +798,10 @@ impl Job {
         // A commit that fails (a full disk, an output that is a symbolic link) fails the stage
         // like any other error: its partial outputs go, its log is kept.
         if let Err(e) = cache.commit(&pending, &meta) {
+            let _ = std::fs::remove_file(&claim);
             return Ok(failed(cache, pending, "could not commit the entry", &e));
         }
+        let _ = std::fs::remove_file(&claim);
         Ok(Outcome::Ran { seconds })
     }
 }

@@ -56,8 +56,18 @@ pub fn unwatch(pid: u32) {
     send(&format!("-{pid}"));
 }
 
-/// `pipeline __watchdog`: reads `+pid` / `-pid` lines; at end of input kills the process groups
-/// still listed (with SIGKILL: the engine that would have stopped them gently is gone).
+/// Watch a Slurm job of this run: cancelled if the engine dies while it is queued or running.
+pub fn watch_job(id: u64) {
+    send(&format!("+j{id}"));
+}
+
+pub fn unwatch_job(id: u64) {
+    send(&format!("-j{id}"));
+}
+
+/// `pipeline __watchdog`: reads `+pid` / `-pid` (and `+jID` / `-jID` for Slurm jobs) lines; at
+/// end of input kills the process groups still listed (with SIGKILL: the engine that would have
+/// stopped them gently is gone) and cancels the jobs with one `scancel`.
 pub fn watchdog_main() -> ExitCode {
     // SAFETY: ignoring SIGINT/SIGHUP for this process only.
     unsafe {
@@ -65,9 +75,17 @@ pub fn watchdog_main() -> ExitCode {
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
     let mut groups = std::collections::HashSet::new();
+    let mut jobs = std::collections::BTreeSet::new();
     for line in std::io::stdin().lock().lines() {
         let Ok(line) = line else { break };
         let (sign, pid) = line.split_at(line.len().min(1));
+        if let Some(id) = pid.strip_prefix('j').and_then(|id| id.parse::<u64>().ok()) {
+            match sign {
+                "+" => jobs.insert(id),
+                _ => jobs.remove(&id),
+            };
+            continue;
+        }
         let Ok(pid) = pid.parse::<i32>() else {
             continue;
         };
@@ -89,6 +107,12 @@ pub fn watchdog_main() -> ExitCode {
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
+    }
+    if !jobs.is_empty() {
+        let _ = Command::new("scancel")
+            .args(jobs.iter().map(u64::to_string))
+            .stdin(Stdio::null())
+            .status();
     }
     ExitCode::SUCCESS
 }

@@ -33,10 +33,78 @@ pub struct StageSpec {
     pub params: Map<String, Value>,
     pub inputs: Vec<(String, InputRef)>,
     pub sweep: Option<Sweep>,
-    pub threads: Option<usize>,
-    pub gpu: Option<usize>,
+    pub resources: Resources,
     pub publish: Publish,
     pub doc: Option<String>,
+}
+
+/// What a stage asks of the machine that runs it. None of it is part of the stage's key: it
+/// changes where and how fast a stage runs, never what it computes.
+#[derive(Debug, Clone, Default)]
+pub struct Resources {
+    pub threads: Option<usize>,
+    pub gpu: Option<usize>,
+    /// Memory in MiB (Slurm's `--mem`).
+    pub mem_mb: Option<u64>,
+    /// Wall-time limit in seconds (Slurm's `--time`).
+    pub time_s: Option<u64>,
+    /// Run on the submitting machine even under a cluster executor (or, with `false`, submit
+    /// a stage whose op would run locally).
+    pub local: Option<bool>,
+}
+
+const RESOURCE_KEYS: [&str; 5] = ["threads", "gpu", "mem", "time", "local"];
+
+/// `8G`, `512M`, `1.5G`, `2T` (binary units, as Slurm reads them) → MiB.
+fn parse_memory(v: &Value) -> Result<u64, String> {
+    let bad = || "must be a size like `512M`, `8G` or `1T`".to_string();
+    let text = v.as_str().ok_or_else(bad)?.trim();
+    let text = text.strip_suffix(['B', 'b']).unwrap_or(text);
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?);
+    let number: f64 = number.trim().parse().map_err(|_| bad())?;
+    let scale = match unit.to_ascii_uppercase().as_str() {
+        "K" => 1.0 / 1024.0,
+        "M" => 1.0,
+        "G" => 1024.0,
+        "T" => 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let mb = (number * scale).ceil();
+    if !mb.is_finite() || mb < 1.0 || mb > (1u64 << 40) as f64 {
+        return Err(format!("{} (from 1M to 1024T)", bad()));
+    }
+    Ok(mb as u64)
+}
+
+/// `90s`, `30m`, `2h`, `1d`, `1h30m` → seconds.
+fn parse_duration(v: &Value) -> Result<u64, String> {
+    let bad = || "must be a duration like `90s`, `30m`, `2h`, `1d` or `1h30m`".to_string();
+    let text = v.as_str().ok_or_else(bad)?.trim();
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(unit)
+            .and_then(|s| total.checked_add(s))
+            .ok_or_else(bad)?;
+    }
+    if !number.is_empty() || total == 0 || total > 365 * 86400 {
+        return Err(format!("{} (at most a year)", bad()));
+    }
+    Ok(total)
 }
 
 /// A reference to upstream stages: `data: europe` (one) or `runs: [lr, batch]` (a list, gathered).
@@ -369,50 +437,81 @@ fn parse_stage(
             }
         },
     };
-    let (mut threads, mut gpu) = (None, None);
+    let mut resources = Resources::default();
     match body.get("resources") {
         None | Some(Value::Null) => {}
         Some(Value::Object(m)) => {
             for (key, v) in m {
-                match (key.as_str(), v.as_u64()) {
-                    ("threads", Some(n)) if n >= 1 => threads = Some(n as usize),
-                    ("gpu", Some(n)) if n <= 1 => gpu = Some(n as usize),
-                    ("threads" | "gpu", _) => diags.push_path(
+                let problem = match key.as_str() {
+                    "threads" => match v.as_u64() {
+                        Some(n) if (1..=4096).contains(&n) => {
+                            resources.threads = Some(n as usize);
+                            None
+                        }
+                        _ => Some("must be an integer from 1 to 4096".to_string()),
+                    },
+                    "gpu" => match v.as_u64() {
+                        Some(n) if n <= 1 => {
+                            resources.gpu = Some(n as usize);
+                            None
+                        }
+                        _ => Some("must be 0 or 1".to_string()),
+                    },
+                    "mem" => match parse_memory(v) {
+                        Ok(mb) => {
+                            resources.mem_mb = Some(mb);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
+                    "time" => match parse_duration(v) {
+                        Ok(seconds) => {
+                            resources.time_s = Some(seconds);
+                            None
+                        }
+                        Err(e) => Some(e),
+                    },
+                    "local" => match v.as_bool() {
+                        Some(b) => {
+                            resources.local = Some(b);
+                            None
+                        }
+                        None => Some("must be true or false".to_string()),
+                    },
+                    _ => {
+                        diags.push_path(
+                            vec![
+                                "stages".into(),
+                                name.into(),
+                                "resources".into(),
+                                key.clone(),
+                            ],
+                            format!(
+                                "stage `{name}`: unknown resource `{key}`{}",
+                                crate::suggest::did_you_mean(key, RESOURCE_KEYS)
+                            ),
+                            Some(format!("resources are {}", RESOURCE_KEYS.map(|k| format!("`{k}`")).join(", "))),
+                        );
+                        None
+                    }
+                };
+                if let Some(problem) = problem {
+                    diags.push_path(
                         vec![
                             "stages".into(),
                             name.into(),
                             "resources".into(),
                             key.clone(),
                         ],
-                        format!(
-                            "stage `{name}`: `resources.{key}` must be {}",
-                            if key == "gpu" {
-                                "0 or 1"
-                            } else {
-                                "an integer ≥ 1"
-                            }
-                        ),
+                        format!("stage `{name}`: `resources.{key}` {problem}"),
                         None,
-                    ),
-                    _ => diags.push_path(
-                        vec![
-                            "stages".into(),
-                            name.into(),
-                            "resources".into(),
-                            key.clone(),
-                        ],
-                        format!(
-                            "stage `{name}`: unknown resource `{key}`{}",
-                            crate::suggest::did_you_mean(key, ["threads", "gpu"])
-                        ),
-                        Some("resources are `threads` and `gpu`".into()),
-                    ),
+                    );
                 }
             }
         }
         Some(_) => diags.push_path(
             at("resources"),
-            format!("stage `{name}`: `resources` must be a mapping like {{threads: 2, gpu: 1}}"),
+            format!("stage `{name}`: `resources` must be a mapping like {{threads: 2, gpu: 1, mem: 4G, time: 2h}}"),
             None,
         ),
     }
@@ -452,8 +551,7 @@ fn parse_stage(
         params: stage_params,
         inputs,
         sweep,
-        threads,
-        gpu,
+        resources,
         publish,
         doc,
     })
