@@ -50,7 +50,7 @@ struct PipelineArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run a pipeline: compute what is not cached, then refresh results/.
-    Run(run::Args),
+    Run(Box<run::Args>),
     /// Show each stage as cached or stale, and why it is stale.
     Status(status::Args),
     /// Print the DAG of stages (text, Graphviz dot or Mermaid).
@@ -91,7 +91,7 @@ pub enum Exit {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => run::run(&cli.cache, args),
+        Command::Run(args) => run::run(&cli.cache, *args),
         Command::Status(args) => status::run(&cli.cache, args),
         Command::Dag(args) => dag::run(&cli.cache, args),
         Command::Ops(args) => ops::run(args),

@@ -92,7 +92,10 @@ fn read_site(path: &Path) -> Result<Option<SiteFile>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     if text.len() > 1 << 20 {
-        bail!("{} is over 1 MiB; a site file is a few lines", path.display());
+        bail!(
+            "{} is over 1 MiB; a site file is a few lines",
+            path.display()
+        );
     }
     let site: SiteFile = yaml_serde::from_str(&text).with_context(|| {
         format!(
@@ -162,5 +165,70 @@ impl ExecutorArgs {
             retries: pick!(retries).unwrap_or(1),
             binary,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn none() -> ExecutorArgs {
+        ExecutorArgs {
+            executor: None,
+            partition: None,
+            account: None,
+            qos: None,
+            sbatch_args: None,
+            max_jobs: None,
+            poll_interval: None,
+            retries: None,
+        }
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_project_site_file() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            none().resolve(dir.path()).unwrap().is_none(),
+            "local by default"
+        );
+        std::fs::write(
+            dir.path().join(SITE_FILE),
+            "executor: slurm\nslurm:\n  partition: gpu\n  qos: low\n  sbatch_args: [--constraint=a100]\n  max_jobs: 20\n",
+        )
+        .unwrap();
+        let s = none().resolve(dir.path()).unwrap().unwrap();
+        assert_eq!(s.partition.as_deref(), Some("gpu"));
+        assert_eq!(s.qos.as_deref(), Some("low"));
+        assert_eq!(s.sbatch_args, ["--constraint=a100"]);
+        assert_eq!((s.max_jobs, s.retries), (20, 1));
+        let mut cli = none();
+        cli.partition = Some("cpu".into());
+        cli.sbatch_args = Some("--nice=5 --exclusive".into());
+        let s = cli.resolve(dir.path()).unwrap().unwrap();
+        assert_eq!(s.partition.as_deref(), Some("cpu"));
+        assert_eq!(s.sbatch_args, ["--nice=5", "--exclusive"]);
+        cli.executor = Some(Executor::Local);
+        assert!(cli.resolve(dir.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_bad_site_file_or_setting_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SITE_FILE),
+            "executor: slurm\nslurm: {partiton: x}\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", none().resolve(dir.path()).unwrap_err());
+        assert!(e.contains(SITE_FILE) && e.contains("partiton"), "{e}");
+        std::fs::write(dir.path().join(SITE_FILE), "executor: slurm\n").unwrap();
+        let mut cli = none();
+        cli.sbatch_args = Some("--wait".into());
+        let e = format!("{:#}", cli.resolve(dir.path()).unwrap_err());
+        assert!(e.contains("--wait"), "{e}");
+        cli.sbatch_args = None;
+        cli.poll_interval = Some(0.0);
+        assert!(cli.resolve(dir.path()).is_err());
     }
 }

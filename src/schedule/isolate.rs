@@ -55,32 +55,32 @@ fn own_executable() -> Result<PathBuf> {
 impl ChildJob {
     pub(super) fn new(op_name: &str, ctx: &OpContext) -> ChildJob {
         ChildJob {
-        op: op_name.to_string(),
-        stage: ctx.stage.to_string(),
-        params: ctx.params.0.clone(),
-        inputs: ctx
-            .inputs
-            .iter()
-            .map(|(name, items)| {
-                let items = items
-                    .iter()
-                    .map(|i| ChildInput {
-                        stage: i.stage.clone(),
-                        labels: i.labels.clone(),
-                        dir: i.dir.clone(),
-                    })
-                    .collect();
-                (name.clone(), items)
-            })
-            .collect(),
-        out_dir: ctx.out_dir.to_path_buf(),
-        root: ctx.root.to_path_buf(),
-        log_path: ctx.log_path.to_path_buf(),
-        threads: ctx.threads,
-        cuda: match ctx.device {
-            Device::Cuda(i) => Some(i),
-            Device::Cpu => None,
-        },
+            op: op_name.to_string(),
+            stage: ctx.stage.to_string(),
+            params: ctx.params.0.clone(),
+            inputs: ctx
+                .inputs
+                .iter()
+                .map(|(name, items)| {
+                    let items = items
+                        .iter()
+                        .map(|i| ChildInput {
+                            stage: i.stage.clone(),
+                            labels: i.labels.clone(),
+                            dir: i.dir.clone(),
+                        })
+                        .collect();
+                    (name.clone(), items)
+                })
+                .collect(),
+            out_dir: ctx.out_dir.to_path_buf(),
+            root: ctx.root.to_path_buf(),
+            log_path: ctx.log_path.to_path_buf(),
+            threads: ctx.threads,
+            cuda: match ctx.device {
+                Device::Cuda(i) => Some(i),
+                Device::Cpu => None,
+            },
         }
     }
 }
@@ -165,7 +165,11 @@ pub fn child_main(job_file: Option<&std::path::Path>) -> ExitCode {
     if let Some(file) = job_file {
         let report = JobResult {
             ok: result.is_ok(),
-            error: result.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_default(),
+            error: result
+                .as_ref()
+                .err()
+                .map(|e| format!("{e:#}"))
+                .unwrap_or_default(),
         };
         if let Err(e) = write_result(file, &report) {
             eprintln!("pipeline: could not write the job's result: {e:#}");
@@ -195,8 +199,9 @@ fn write_result(job_file: &std::path::Path, report: &JobResult) -> Result<()> {
 
 fn child_run(job_file: Option<&std::path::Path>) -> Result<()> {
     let input = match job_file {
-        Some(file) => std::fs::read(file)
-            .with_context(|| format!("reading the job {}", file.display()))?,
+        Some(file) => {
+            std::fs::read(file).with_context(|| format!("reading the job {}", file.display()))?
+        }
         None => {
             let mut input = Vec::new();
             std::io::stdin()

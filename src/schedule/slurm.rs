@@ -341,13 +341,7 @@ impl Slurm {
             .remove(&id);
     }
 
-    fn submit(
-        &self,
-        op_name: &str,
-        ctx: &OpContext,
-        request: &Request,
-        dir: &Path,
-    ) -> Result<u64> {
+    fn submit(&self, op_name: &str, ctx: &OpContext, request: &Request, dir: &Path) -> Result<u64> {
         let job_file = dir.join("job.json");
         std::fs::write(&job_file, serde_json::to_vec(&ChildJob::new(op_name, ctx))?)
             .with_context(|| format!("writing {}", job_file.display()))?;
@@ -521,11 +515,7 @@ fn describe(id: u64, view: &JobView) -> String {
 
 /// One `squeue` for all `ids`: state, reason and raw exit status of those it still lists.
 fn query(ids: &[u64]) -> Result<HashMap<u64, JobView>> {
-    let list = ids
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     let out = Command::new("squeue")
         .args([
             "-h",
@@ -560,7 +550,11 @@ fn query(ids: &[u64]) -> Result<HashMap<u64, JobView>> {
             id,
             JobView {
                 // `CANCELLED by 0` → `CANCELLED`.
-                state: state.split_whitespace().next().unwrap_or_default().to_string(),
+                state: state
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
                 reason: reason.to_string(),
                 exit_status: exit.and_then(|e| e.parse().ok()),
                 missing: 0,

@@ -60,7 +60,10 @@ fn parse_memory(v: &Value) -> Result<u64, String> {
     let bad = || "must be a size like `512M`, `8G` or `1T`".to_string();
     let text = v.as_str().ok_or_else(bad)?.trim();
     let text = text.strip_suffix(['B', 'b']).unwrap_or(text);
-    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?);
+    let (number, unit) = text.split_at(
+        text.find(|c: char| c.is_ascii_alphabetic())
+            .ok_or_else(bad)?,
+    );
     let number: f64 = number.trim().parse().map_err(|_| bad())?;
     let scale = match unit.to_ascii_uppercase().as_str() {
         "K" => 1.0 / 1024.0,
@@ -563,6 +566,40 @@ mod tests {
 
     fn parse_str(src: &str) -> Result<Pipeline, SpecError> {
         parse(Path::new("p.yaml"), src, &[])
+    }
+
+    #[test]
+    fn cluster_resources_parse_with_units_and_are_refused_at_their_key() {
+        let p = parse_str(
+            "stages:\n  a: {op: shell, params: {cmd: x}, resources: {mem: 1.5G, time: 1h30m, local: true}}\n",
+        )
+        .unwrap();
+        let r = &p.stages[0].resources;
+        assert_eq!(
+            (r.mem_mb, r.time_s, r.local),
+            (Some(1536), Some(5400), Some(true))
+        );
+        let json = |s: &str| Value::String(s.into());
+        assert_eq!(parse_memory(&json("512M")), Ok(512));
+        assert_eq!(parse_memory(&json("2TB")), Ok(2 << 20));
+        assert_eq!(parse_duration(&json("90s")), Ok(90));
+        assert_eq!(parse_duration(&json("2d")), Ok(2 * 86400));
+        for bad in ["8", "-1G", "8X", "nanG"] {
+            assert!(parse_memory(&json(bad)).is_err(), "{bad}");
+        }
+        for bad in ["90", "1h30", "0s", "1w", "999999999999999999999h"] {
+            assert!(parse_duration(&json(bad)).is_err(), "{bad}");
+        }
+        let e = parse_str(
+            "stages:\n  a: {op: shell, params: {cmd: x}, resources: {mem: lots, time: 5}}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`resources.mem` must be a size like"), "{e}");
+        assert!(
+            e.contains("`resources.time` must be a duration like"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod engine;
 mod errors;
 mod hardening;
 mod ml;
+mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
