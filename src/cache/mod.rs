@@ -4,7 +4,8 @@
 //! - `entries/<key>/` — `meta.json`, `log.txt` and `out/` (the stage's outputs). An entry exists
 //!   only once it is complete: it is written under `tmp/` and renamed into place.
 //! - `locks/<key>.lock` — held while a process computes that key, so two runs on one cache
-//!   compute each stage once.
+//!   compute each stage once. `locks/<key>.job` names the Slurm job computing the key, so that
+//!   a driver started after a killed one adopts the job (see `schedule::slurm`).
 //! - `failed/<key>/` — the last failed attempt of a key (its log only), never used as an entry.
 //! - `damaged/<key>.<time>/` — entries found damaged (a file missing, resized or changed), moved
 //!   aside so that the stage is recomputed; kept for inspection until `gc`.
