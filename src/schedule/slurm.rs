@@ -102,6 +102,9 @@ const TERMINAL: &[&str] = &[
 /// States after which Slurm itself lost the job, not the stage: worth a resubmission.
 const LOST: &[&str] = &["NODE_FAIL", "PREEMPTED", "BOOT_FAIL"];
 
+/// How often a running job's output is read for the op's progress line.
+const OUTPUT_READ_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The shortest time between two `squeue` calls.
 const FASTEST_POLL: Duration = Duration::from_millis(100);
 
@@ -434,6 +437,7 @@ impl Slurm {
     fn wait(&self, id: u64, dir: &Path, ctx: &OpContext) -> Ended {
         let mut shown = String::new();
         let mut progress = OutputProgress::new(dir.join("slurm.out"));
+        let mut last_read = Instant::now() - OUTPUT_READ_INTERVAL;
         let result_path = dir.join("result.json");
         loop {
             let view = {
@@ -447,7 +451,13 @@ impl Slurm {
             if ctx.cancelled() {
                 return Ended::Cancelled;
             }
-            let op_line = progress.latest();
+            // The output file is read only while the job runs, and at most once a second: on a
+            // shared filesystem hundreds of jobs polled ten times a second would be felt.
+            if view.state == "RUNNING" && last_read.elapsed() >= OUTPUT_READ_INTERVAL {
+                progress.refresh();
+                last_read = Instant::now();
+            }
+            let op_line = progress.latest.clone();
             let line = match (view.state.as_str(), op_line) {
                 ("", _) => format!("job {id} submitted"),
                 ("PENDING", _) if view.reason.is_empty() || view.reason == "None" => {
@@ -461,12 +471,14 @@ impl Slurm {
                 ctx.progress.report(line.clone());
                 shown = line;
             }
-            let result = read_result(&result_path);
             let state = view.state.as_str();
-            let finished = TERMINAL.contains(&state)
-                || (state == "COMPLETING" && result.as_ref().is_some_and(|r| r.ok))
-                || view.missing >= MISSING_POLLS;
-            if !finished {
+            let ended = TERMINAL.contains(&state) || view.missing >= MISSING_POLLS;
+            if !ended && state != "COMPLETING" {
+                continue;
+            }
+            let result = read_result(&result_path);
+            // COMPLETING: the job's script is done, Slurm still runs its epilog.
+            if !ended && !result.as_ref().is_some_and(|r| r.ok) {
                 continue;
             }
             let how = describe(id, &view);
@@ -585,7 +597,7 @@ impl OutputProgress {
         }
     }
 
-    fn latest(&mut self) -> Option<String> {
+    fn refresh(&mut self) {
         if let Ok(mut file) = std::fs::File::open(&self.path) {
             let len = file.metadata().map(|m| m.len()).unwrap_or(0);
             // Only the last 64 KiB of what is new: progress lines are short.
@@ -607,7 +619,6 @@ impl OutputProgress {
                 }
             }
         }
-        self.latest.clone()
     }
 }
 
@@ -718,6 +729,36 @@ mod tests {
             describe(7, &view("FAILED", 9)),
             "Slurm job 7 FAILED (NonZeroExitCode), killed by signal 9"
         );
+    }
+
+    #[test]
+    fn the_latest_progress_line_is_read_incrementally() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slurm.out");
+        let mut progress = OutputProgress::new(path.clone());
+        progress.refresh();
+        assert_eq!(progress.latest, None, "no file yet");
+        let line = |m: &str| format!("{PROGRESS_PREFIX}{m}\n");
+        std::fs::write(
+            &path,
+            format!("{}noise\n{}", line("epoch 1/3"), line("epoch 2/3")),
+        )
+        .unwrap();
+        progress.refresh();
+        assert_eq!(progress.latest.as_deref(), Some("epoch 2/3"));
+        // A half-written line waits for its end.
+        let mut f = std::fs::File::options().append(true).open(&path).unwrap();
+        write!(f, "{PROGRESS_PREFIX}epoch 3").unwrap();
+        progress.refresh();
+        assert_eq!(progress.latest.as_deref(), Some("epoch 2/3"));
+        writeln!(f, "/3 loss 0.1").unwrap();
+        progress.refresh();
+        assert_eq!(progress.latest.as_deref(), Some("epoch 3/3 loss 0.1"));
+        // What the job printed goes to the log, without the progress lines.
+        let log = dir.path().join("log.txt");
+        move_job_output(dir.path(), &log);
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "noise\n");
+        assert!(!path.exists());
     }
 
     #[test]
