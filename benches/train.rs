@@ -170,6 +170,7 @@ fn cnn_steps(torch: &[(usize, f64)]) {
             epochs: 1,
             eval_batch_size: 64,
             seed: 0,
+            device: pipeline::ml::device::Compute::Cpu,
         };
         let out =
             pipeline::ml::with_threads(2, || train_binary(&images, &few, &few, &cfg, None, &Quiet))

@@ -19,9 +19,13 @@ pub struct Args {
     /// Threads for stages in all (default: the machine's cores).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
-    /// GPU stages at once (default: GPUs detected; 0 runs every stage on the CPU).
-    #[arg(long)]
+    /// GPUs to use, one stage on each at a time (default: those detected; 0 runs every stage
+    /// on the CPU).
+    #[arg(long, env = "PIPELINE_GPUS")]
     gpus: Option<usize>,
+    /// GPU backend: cuda or wgpu (default: cuda where compiled in, else wgpu).
+    #[arg(long, value_name = "BACKEND", env = "PIPELINE_GPU_BACKEND")]
+    gpu_backend: Option<String>,
     /// Show what would run, run nothing.
     #[arg(long)]
     dry_run: bool,
@@ -57,24 +61,16 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
     if jobs == 0 {
         anyhow::bail!("--jobs must be at least 1");
     }
-    let found = schedule::detect_gpus();
-    let (gpus, gpu_note) = if schedule::GPU_BACKEND {
-        (args.gpus.unwrap_or(found), String::new())
-    } else {
-        let note = match args.gpus {
-            Some(n) if n > 0 => format!(" (--gpus {n} ignored: this build has no GPU backend)"),
-            _ if found > 0 => format!(" ({found} found; this build has no GPU backend)"),
-            _ => String::new(),
-        };
-        (0, note)
-    };
+    let gpus = schedule::gpus::detect(args.gpu_backend.as_deref(), args.gpus)?;
     let slurm = match args.executor.resolve(&plan.root)? {
         Some(settings) if !args.dry_run => Some(schedule::slurm::Slurm::start(settings)?),
         _ => None,
     };
     let options = Options {
         jobs,
-        gpus,
+        gpus: gpus.devices.clone(),
+        gpu_backend: gpus.backend,
+        no_gpu_reason: gpus.description.clone(),
         force: plan
             .select_nodes(&args.force)?
             .into_iter()
@@ -102,10 +98,16 @@ pub fn run(cache_dir: &Path, args: Args) -> Result<Exit> {
             }
         };
         println!(
-            "pipeline {}: {} stages ({} unique), jobs {jobs}, gpus {gpus}{gpu_note}{executor}",
+            "pipeline {}: {} stages ({} unique), jobs {jobs}, gpus {}{}{executor}",
             args.pipeline.file.display(),
             plan.stages.len(),
-            plan.nodes.len()
+            plan.nodes.len(),
+            gpus.devices.len(),
+            if gpus.description.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", gpus.description)
+            }
         );
     }
 

@@ -10,6 +10,7 @@
 
 pub mod boosting;
 pub mod cnn;
+pub mod device;
 pub mod logistic;
 pub mod metrics;
 pub mod mlp;
@@ -27,13 +28,25 @@ use burn::tensor::{Device, Tensor};
 /// building a model must happen as one step when several stages train in one process.
 static INIT_LOCK: Mutex<()> = Mutex::new(());
 
-/// Seeds the device, builds a model and materialises every parameter, atomically.
-pub fn seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce() -> M) -> M {
+/// Builds a model from `seed` and materialises every parameter, atomically, then moves it to
+/// `device`. Weights are always drawn on the CPU (Flex), so a GPU run starts from the same
+/// weights as a CPU run and their numbers differ only by floating-point order.
+pub fn seeded<M: Module>(device: &Device, seed: u64, build: impl FnOnce(&Device) -> M) -> M {
     let _guard = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    device.seed(seed);
-    let model = build();
+    let autodiff = device.gradient_checkpointing_strategy().is_some();
+    let home = if autodiff {
+        Device::flex().autodiff()
+    } else {
+        Device::flex()
+    };
+    home.seed(seed);
+    let model = build(&home);
     model.visit(&mut ForceInit);
-    model
+    if *device == home {
+        model
+    } else {
+        model.fork(device)
+    }
 }
 
 struct ForceInit;

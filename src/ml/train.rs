@@ -11,6 +11,8 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use super::device::{Compute, burn_device, guarded};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
@@ -228,10 +230,30 @@ pub fn run_loop(
     })
 }
 
-/// Trains with burn (Flex CPU backend, autodiff).
+/// Trains with burn on the CPU (Flex backend, autodiff).
 pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<TrainOutput> {
-    let device = Device::flex().autodiff();
-    let model = super::seeded(&device, cfg.seed, || Mlp::new(&cfg.model, &device));
+    train_on(splits, cfg, hooks, Compute::Cpu)
+}
+
+/// Trains with burn on `compute`. Batches are copied to the device step by step: an MLP's
+/// batch is a few kilobytes.
+pub fn train_on(
+    splits: &Splits,
+    cfg: &TrainConfig,
+    hooks: &dyn Hooks,
+    compute: Compute,
+) -> Result<TrainOutput> {
+    guarded(compute, || train_burn(splits, cfg, hooks, compute))
+}
+
+fn train_burn(
+    splits: &Splits,
+    cfg: &TrainConfig,
+    hooks: &dyn Hooks,
+    compute: Compute,
+) -> Result<TrainOutput> {
+    let device = burn_device(compute)?.autodiff();
+    let model = super::seeded(&device, cfg.seed, |d| Mlp::new(&cfg.model, d));
     let n_parameters = model.parameter_count();
     let optim: ModuleOptimizer = match cfg.optimizer {
         Optimizer::Adam => {
@@ -520,6 +542,68 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The burn MLP engine on wgpu (software Vulkan in CI) follows the same trajectory as on
+    /// Flex: same initial weights, losses within float-order tolerance at every step.
+    #[cfg(feature = "wgpu")]
+    #[test]
+    fn mlp_training_on_wgpu_agrees_with_flex() {
+        struct Quiet;
+        impl Hooks for Quiet {
+            fn progress(&self, _message: String) {}
+            fn cancelled(&self) -> bool {
+                false
+            }
+        }
+        let rows = 96;
+        let table = |offset: usize| crate::datasets::Table {
+            features: vec!["x".into(), "y".into()],
+            label: "c".into(),
+            x: (0..rows * 2)
+                .map(|i| (((i + offset) * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect(),
+            y: (0..rows).map(|i| ((i + offset) % 3) as u32).collect(),
+        };
+        let (train_t, valid_t) = (table(0), table(7));
+        let splits = Splits {
+            train: &train_t,
+            validation: &valid_t,
+            test: &valid_t,
+        };
+        let cfg = TrainConfig {
+            model: MlpConfig {
+                inputs: 2,
+                classes: 3,
+                depth: 3,
+                width: 16,
+                activation: Activation::Relu,
+                batch_norm: true,
+                residual: false,
+            },
+            optimizer: Optimizer::Adam,
+            lr: 1e-2,
+            schedule: Schedule::Constant,
+            weight_decay: 0.0,
+            grad_clip: Some(5.0),
+            batch_size: 16,
+            epochs: 3,
+            eval_batch_size: 64,
+            seed: 4,
+            record_grad_norms: false,
+        };
+        let cpu = train_on(&splits, &cfg, &Quiet, Compute::Cpu).unwrap();
+        let gpu = train_on(&splits, &cfg, &Quiet, Compute::Wgpu(0)).unwrap();
+        assert_eq!(cpu.step_losses.len(), gpu.step_losses.len());
+        for (step, (c, g)) in cpu.step_losses.iter().zip(&gpu.step_losses).enumerate() {
+            assert!(
+                (c - g).abs() <= 1e-3 * c.abs().max(1.0),
+                "step {step}: flex {c} vs wgpu {g}"
+            );
+        }
+        for (c, g) in cpu.epochs.iter().zip(&gpu.epochs) {
+            assert!((c.validation_acc - g.validation_acc).abs() <= 2.0 / rows as f64);
         }
     }
 }

@@ -6,9 +6,10 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::tensor::Device;
 
-use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
+use super::{
+    GpuUse, InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params,
+};
 use crate::artifacts::{Dataset, DatasetMeta, ImageDataset};
 use crate::datasets::Table;
 use crate::ml::cnn::{Images, pooled_features};
@@ -76,6 +77,10 @@ impl Op for FeaturesBackbone {
     fn isolate(&self) -> bool {
         true
     }
+    /// Feature extraction: on a GPU whenever the run has one.
+    fn gpu(&self, _params: &Params) -> GpuUse {
+        GpuUse::Preferred
+    }
     /// Image batches, a network and its gradients: more than a cluster\'s usual per-CPU default.
     fn memory_mb(&self, _params: &Params) -> Option<u64> {
         Some(2048)
@@ -95,7 +100,7 @@ impl Op for FeaturesBackbone {
         let backbone = &ctx.input("backbone")[0];
         let cfg = super::train_cnn::backbone_config(&backbone.dir)
             .with_context(|| format!("input `{}`", backbone.stage))?;
-        let device = Device::flex();
+        let device = crate::ml::device::burn_device(ctx.device)?;
         let mut model = ResNet::new(&cfg, &device);
         model.load_weights(&backbone.dir.join("model.safetensors"), true)?;
         let size = data.meta.size;
@@ -116,11 +121,13 @@ impl Op for FeaturesBackbone {
             if images.is_empty() {
                 return Ok(Vec::new());
             }
-            let f = pooled_features(&model, &images, batch, &device)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let f = crate::ml::device::guarded(ctx.device, || {
+                pooled_features(&model, &images, batch, &device, ctx.device)
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| anyhow::anyhow!("{e:?}"))
+            })?;
             done += images.len();
             ctx.progress.report(format!("{done}/{total} images"));
             Ok(f)

@@ -62,27 +62,19 @@ pub struct OutputSpec {
     pub doc: &'static str,
 }
 
-/// Where an op prefers to run; the scheduler decides with what is free.
+/// Whether an op can compute on a GPU, given its parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GpuUse {
+    /// Never (a plot, a table, the native MLP engine): `device: gpu` is a plan error.
     Never,
+    /// When asked (`device: gpu|auto` or `resources: {gpu: 1}`); the CPU by default.
+    Capable,
+    /// Whenever the run has a GPU (`device: auto` by default).
     Preferred,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Device {
-    Cpu,
-    Cuda(usize),
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Device::Cpu => write!(f, "cpu"),
-            Device::Cuda(i) => write!(f, "cuda:{i}"),
-        }
-    }
-}
+/// The device a stage is given to compute on.
+pub use crate::ml::device::Compute as Device;
 
 /// One input binding as the op sees it: the producing stage's name, its sweep labels and
 /// the directory holding its outputs (read-only).
@@ -227,7 +219,8 @@ pub trait Op: Send + Sync {
     fn threads(&self) -> usize {
         1
     }
-    fn gpu(&self) -> GpuUse {
+    /// Whether this stage can use a GPU (`ctx.device`); the scheduler decides which device.
+    fn gpu(&self, _params: &Params) -> GpuUse {
         GpuUse::Never
     }
     /// Cheap enough to run on the submitting machine under a cluster executor (a plot, a

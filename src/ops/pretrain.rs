@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
+use super::{
+    GpuUse, InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params,
+};
 use crate::artifacts::{ImageDataset, RunRecord};
 use crate::ml::cnn::{CnnConfig, Images, Mode, pretrain};
 use crate::ml::resnet::{ResNet, ResNetConfig};
@@ -101,6 +103,15 @@ impl Op for Pretrain {
     fn isolate(&self) -> bool {
         true
     }
+    /// Pretraining runs on a GPU whenever the run has one; loading given `weights` computes
+    /// nothing.
+    fn gpu(&self, params: &Params) -> GpuUse {
+        if params.str("weights").is_ok_and(|w| !w.is_empty()) {
+            GpuUse::Capable
+        } else {
+            GpuUse::Preferred
+        }
+    }
     /// Image batches, a network and its gradients: more than a cluster\'s usual per-CPU default.
     fn memory_mb(&self, _params: &Params) -> Option<u64> {
         Some(2048)
@@ -186,6 +197,7 @@ impl Op for Pretrain {
             epochs: p.usize("epochs")?,
             eval_batch_size: 64,
             seed: p.i64("seed")? as u64,
+            device: ctx.device,
         };
         let hooks = super::train_mlp::OpHooks(ctx);
         let (model, epochs) = crate::ml::with_threads(ctx.threads, || {

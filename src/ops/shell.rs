@@ -8,7 +8,7 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use super::{Op, OpContext, ParamSpec, ParamType, Params};
+use super::{GpuUse, Op, OpContext, ParamSpec, ParamType, Params};
 use crate::spec::format_value;
 
 pub struct Shell;
@@ -44,8 +44,9 @@ impl Op for Shell {
     fn doc(&self) -> &'static str {
         "Run a command in the stage's output folder. Every other parameter is exported as an \
          environment variable of the same name; $ROOT is the project root, $DEPS the declared \
-         files (absolute, space-separated) and $INPUT_<NAME> each input's folder (gathered \
-         inputs: one folder per line)."
+         files (absolute, space-separated), $INPUT_<NAME> each input's folder (gathered \
+         inputs: one folder per line) and $DEVICE where it may compute (`cpu`, `cuda:0`, …; \
+         a stage given a CUDA GPU also sees only that one in $CUDA_VISIBLE_DEVICES)."
     }
 
     fn version(&self) -> u32 {
@@ -62,6 +63,12 @@ impl Op for Shell {
 
     fn open_inputs(&self) -> bool {
         true
+    }
+
+    /// A command may use a GPU (a user's own training script): with `resources: {gpu: 1}` it
+    /// gets a GPU slot of its own.
+    fn gpu(&self, _params: &Params) -> GpuUse {
+        GpuUse::Capable
     }
 
     fn file_deps(&self, params: &Params) -> Result<Vec<PathBuf>> {
@@ -85,7 +92,11 @@ impl Op for Shell {
             .stderr(log)
             .env("ROOT", ctx.root)
             .env("STAGE", ctx.stage)
-            .env("THREADS", ctx.threads.to_string());
+            .env("THREADS", ctx.threads.to_string())
+            .env("DEVICE", ctx.device.to_string());
+        if let super::Device::Cuda(index) = ctx.device {
+            command.env("CUDA_VISIBLE_DEVICES", index.to_string());
+        }
         let deps: Vec<String> = ctx
             .params
             .str_list("deps")?

@@ -4,7 +4,9 @@
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params};
+use super::{
+    GpuUse, InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params,
+};
 use crate::artifacts::{ImageDataset, Predictions};
 use crate::ml::cnn::{CnnConfig, Images, Mode, train_binary};
 use crate::ml::resnet::ResNetConfig;
@@ -127,6 +129,10 @@ impl Op for TrainCnn {
     fn isolate(&self) -> bool {
         true
     }
+    /// CNN training: on a GPU whenever the run has one.
+    fn gpu(&self, _params: &Params) -> GpuUse {
+        GpuUse::Preferred
+    }
     /// Image batches, a network and its gradients: more than a cluster\'s usual per-CPU default.
     fn memory_mb(&self, _params: &Params) -> Option<u64> {
         Some(2048)
@@ -186,6 +192,7 @@ impl Op for TrainCnn {
             epochs: p.usize("epochs")?,
             eval_batch_size: p.usize("eval_batch_size")?,
             seed: p.i64("seed")? as u64,
+            device: ctx.device,
         };
         let pixels: Vec<Vec<f32>> = (0..3).map(|s| images.normalised(s)).collect();
         let size = images.meta.size;

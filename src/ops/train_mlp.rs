@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
 use crate::artifacts::{Dataset, RunRecord, write_metrics, write_steps};
 use crate::ml::mlp::{Activation, MlpConfig};
-use crate::ml::train::{Hooks, Optimizer, Schedule, Splits, TrainConfig, train};
+use crate::ml::train::{Hooks, Optimizer, Schedule, Splits, TrainConfig, train_on};
 
 pub struct TrainMlp;
 
@@ -195,6 +195,15 @@ impl Op for TrainMlp {
         true
     }
 
+    /// The burn engine trains on any device; the native one is CPU kernels.
+    fn gpu(&self, params: &super::Params) -> super::GpuUse {
+        if params.str("engine").is_ok_and(|e| e == "burn") {
+            super::GpuUse::Capable
+        } else {
+            super::GpuUse::Never
+        }
+    }
+
     /// Per sample and linear layer: ~6·width² flops at ~20 GFLOPS, plus ~30 µs of per-step
     /// overhead shared by the batch (measured on burn/Flex); the row count is not known when
     /// planning, so the real data's 107k rows are assumed.
@@ -260,7 +269,14 @@ impl Op for TrainMlp {
         };
         let hooks = OpHooks(ctx);
         let output = match p.str("engine")? {
-            "burn" => crate::ml::with_threads(ctx.threads, || train(&splits, &cfg, &hooks))??,
+            "burn" => crate::ml::with_threads(ctx.threads, || {
+                train_on(&splits, &cfg, &hooks, ctx.device)
+            })??,
+            _ if ctx.device.is_gpu() => {
+                anyhow::bail!(
+                    "the native engine runs on the CPU: set `engine: burn` to train on a GPU"
+                )
+            }
             _ => crate::ml::native::train(&splits, &cfg, &hooks)?,
         };
 

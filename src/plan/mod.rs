@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 use crate::ops::{self, GpuUse, InputKind, Op, Params};
 use crate::results::member_folder;
 use crate::spec::{
-    Assignment, Diagnostics, InputRef, Pipeline, Publish, SpecError, StageSpec, format_value,
+    Assignment, DeviceChoice, Diagnostics, InputRef, Pipeline, Publish, SpecError, StageSpec,
+    format_value,
 };
 use crate::suggest::did_you_mean;
 
@@ -40,6 +41,9 @@ pub struct Node {
     /// Upstream nodes, without duplicates.
     pub deps: Vec<usize>,
     pub threads: usize,
+    /// Where it computes (resolved from `device:`, `resources.gpu` and the op's default).
+    pub device: DeviceChoice,
+    /// GPUs to ask a cluster for (1 for `device: gpu`).
     pub gpu: usize,
     /// Memory (MiB) and wall time (s) to ask a cluster for; `None`: the cluster's default.
     pub mem_mb: Option<u64>,
@@ -186,6 +190,54 @@ pub fn build_limited(
 }
 
 /// Stage indices in dependency order; reports unknown references and cycles.
+/// Marks a planning error as being about where a stage computes (not a parameter).
+const DEVICE_KEY: &str = "\0device";
+
+/// Where a stage computes: `device:` or `resources: {gpu: N}` (which must agree when both are
+/// given), else the op's default for these parameters.
+fn resolve_device(spec: &StageSpec, gpu_use: GpuUse) -> Result<DeviceChoice, String> {
+    let from_resources = spec.resources.gpu.map(|n| {
+        if n > 0 {
+            DeviceChoice::Gpu
+        } else {
+            DeviceChoice::Cpu
+        }
+    });
+    let choice = match (spec.device, from_resources) {
+        (Some(d), Some(r)) if d != r => {
+            return Err(format!(
+                "`device: {}` contradicts `resources: {{gpu: {}}}`: give one of them",
+                device_word(d),
+                spec.resources.gpu.unwrap_or(0)
+            ));
+        }
+        (Some(d), _) | (None, Some(d)) => d,
+        (None, None) if gpu_use == GpuUse::Preferred => DeviceChoice::Auto,
+        (None, None) => DeviceChoice::Cpu,
+    };
+    if choice != DeviceChoice::Cpu && gpu_use == GpuUse::Never {
+        return Err(format!(
+            "op `{}` does not compute on a GPU with these parameters (`device: {}`){}",
+            spec.op,
+            device_word(choice),
+            if spec.op == "train.mlp" {
+                ": set `engine: burn`"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(choice)
+}
+
+fn device_word(d: DeviceChoice) -> &'static str {
+    match d {
+        DeviceChoice::Cpu => "cpu",
+        DeviceChoice::Gpu => "gpu",
+        DeviceChoice::Auto => "auto",
+    }
+}
+
 fn stage_order(pipeline: &Pipeline, diags: &mut Diagnostics) -> Option<Vec<usize>> {
     let index: HashMap<&str, usize> = pipeline
         .stages
@@ -510,6 +562,8 @@ impl Planner<'_> {
                     for (key, e) in errors {
                         // Point at the parameter where the stage or its sweep sets it.
                         let path = match key {
+                            Some(k) if k == DEVICE_KEY && spec.device.is_some() => at(&["device"]),
+                            Some(k) if k == DEVICE_KEY => at(&["resources", "gpu"]),
                             Some(k) if spec.params.contains_key(&k) => at(&["params", &k]),
                             Some(k) if sweep_keys.contains(&k) => at(&["sweep"]),
                             _ => at(&[]),
@@ -594,6 +648,8 @@ impl Planner<'_> {
                 .map(|(key, e)| (Some(key), format!("{which}{e}")))
                 .collect::<Vec<_>>()
         })?;
+        let device = resolve_device(spec, op.gpu(&params))
+            .map_err(|e| vec![(Some(DEVICE_KEY.to_string()), format!("{which}{e}"))])?;
         let mut files = BTreeMap::new();
         for path in op
             .file_deps(&params)
@@ -659,10 +715,7 @@ impl Planner<'_> {
             }
             None => {
                 let threads = spec.resources.threads.unwrap_or_else(|| op.threads());
-                let gpu = spec
-                    .resources
-                    .gpu
-                    .unwrap_or(if op.gpu() == GpuUse::Preferred { 1 } else { 0 });
+                let gpu = usize::from(device == DeviceChoice::Gpu);
                 let mem_mb = spec.resources.mem_mb.or_else(|| op.memory_mb(&params));
                 let time_s = spec.resources.time_s;
                 let local = spec.resources.local.unwrap_or_else(|| op.runs_local());
@@ -675,6 +728,7 @@ impl Planner<'_> {
                     inputs,
                     deps,
                     threads,
+                    device,
                     gpu,
                     mem_mb,
                     time_s,
@@ -787,6 +841,54 @@ mod tests {
         let c = &p.nodes[p.stages[4].node];
         assert_eq!(c.inputs[0].1.len(), 2);
         assert_eq!(c.deps.len(), 2);
+    }
+
+    #[test]
+    fn devices_resolve_from_the_stage_its_resources_and_the_op_and_stay_out_of_the_key() {
+        let head = "stages:\n  m: {op: data.synthetic_map}\n  d: {op: data.csv, inputs: {csv: m}}\n  \
+                    f: {op: data.synthetic_faces}\n  i: {op: data.images, inputs: {folder: f}}\n";
+        let p = plan(&format!(
+            "{head}  cnn: {{op: train.cnn, inputs: {{data: i}}}}\n  \
+             native: {{op: train.mlp, inputs: {{data: d}}}}\n  \
+             burn: {{op: train.mlp, inputs: {{data: d}}, params: {{engine: burn}}, device: gpu}}\n  \
+             pinned: {{op: train.cnn, inputs: {{data: i}}, params: {{lr: 0.1}}, resources: {{gpu: 1}}}}\n  \
+             cpu: {{op: train.cnn, inputs: {{data: i}}, params: {{lr: 0.2}}, device: cpu}}\n"
+        ))
+        .unwrap();
+        let node = |name: &str| {
+            let stage = p.stages.iter().find(|s| s.name == name).unwrap();
+            &p.nodes[stage.node]
+        };
+        assert_eq!(node("cnn").device, DeviceChoice::Auto);
+        assert_eq!(node("native").device, DeviceChoice::Cpu);
+        assert_eq!(
+            (node("burn").device, node("burn").gpu),
+            (DeviceChoice::Gpu, 1)
+        );
+        assert_eq!(node("pinned").device, DeviceChoice::Gpu);
+        assert_eq!(
+            (node("cpu").device, node("cpu").gpu),
+            (DeviceChoice::Cpu, 0)
+        );
+        // Where a stage computes is not part of its key.
+        let q = plan(&format!(
+            "{head}  cnn: {{op: train.cnn, inputs: {{data: i}}, device: cpu}}\n"
+        ))
+        .unwrap();
+        let key = |p: &Plan, name: &str| {
+            let stage = p.stages.iter().find(|s| s.name == name).unwrap();
+            p.nodes[stage.node].key.clone()
+        };
+        assert_eq!(key(&p, "cnn"), key(&q, "cnn"));
+        let e = plan(&format!(
+            "{head}  t: {{op: train.mlp, inputs: {{data: d}}, device: auto}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("set `engine: burn`") && e.contains("p.yaml:6"),
+            "{e}"
+        );
     }
 
     #[test]

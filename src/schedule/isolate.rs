@@ -31,7 +31,8 @@ pub(super) struct ChildJob {
     root: PathBuf,
     log_path: PathBuf,
     threads: usize,
-    cuda: Option<usize>,
+    #[serde(default = "cpu")]
+    device: Device,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -77,10 +78,7 @@ impl ChildJob {
             root: ctx.root.to_path_buf(),
             log_path: ctx.log_path.to_path_buf(),
             threads: ctx.threads,
-            cuda: match ctx.device {
-                Device::Cuda(i) => Some(i),
-                Device::Cpu => None,
-            },
+            device: ctx.device,
         }
     }
 }
@@ -240,11 +238,15 @@ fn child_run(job_file: Option<&std::path::Path>) -> Result<()> {
         root: &job.root,
         log_path: &job.log_path,
         threads: job.threads,
-        device: job.cuda.map_or(Device::Cpu, Device::Cuda),
+        device: job.device,
         progress: &StdoutProgress,
         cancel: &cancel,
         child_registry: &NoChildren,
         lock_fd: None,
     };
     op.run(&ctx)
+}
+
+fn cpu() -> Device {
+    Device::Cpu
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
+pub mod gpus;
 mod isolate;
 pub mod slurm;
 mod watchdog;
@@ -22,11 +23,17 @@ pub use watchdog::watchdog_main;
 use crate::cache::{Cache, Check, EntryState, Meta};
 use crate::ops::{ChildRegistry, Device, InputItem, OpContext, ProgressSink};
 use crate::plan::Plan;
+use crate::spec::DeviceChoice;
 
 #[derive(Debug, Clone)]
 pub struct Options {
     pub jobs: usize,
-    pub gpus: usize,
+    /// The GPUs stages may use, one stage on each at a time (empty: none).
+    pub gpus: Vec<Device>,
+    /// The GPU backend of cluster jobs that ask for a GPU (the job sees its GPU as index 0).
+    pub gpu_backend: Option<crate::ml::device::GpuBackend>,
+    /// Why `gpus` is empty, for the error that refuses a `device: gpu` stage.
+    pub no_gpu_reason: String,
     /// Nodes to recompute even when cached.
     pub force: HashSet<usize>,
     /// Run only these nodes and what they need (all when `None`).
@@ -106,6 +113,8 @@ pub struct Summary {
     pub interrupted: bool,
     pub states: Vec<NodeState>,
     pub failures: Vec<(String, String, String)>,
+    /// `device: auto` stages that failed on a GPU and ran on the CPU instead: name, reason.
+    pub fallbacks: Vec<(String, String)>,
 }
 
 impl Summary {
@@ -261,6 +270,24 @@ pub fn run(
         to_run,
     });
 
+    // A stage that must have a GPU, in a run without one, stops the run before anything runs.
+    if opts.gpus.is_empty()
+        && let Some(i) = (0..n).find(|&i| {
+            state[i] == NodeState::Pending
+                && plan.nodes[i].device == DeviceChoice::Gpu
+                && (opts.slurm.is_none() || plan.nodes[i].local)
+        })
+    {
+        anyhow::bail!(
+            "`{}` needs a GPU (`device: gpu` or `resources: {{gpu: 1}}`) but this run has none ({}); `device: auto` runs it on the CPU instead",
+            plan.node_name(i),
+            if opts.no_gpu_reason.is_empty() {
+                "none found"
+            } else {
+                &opts.no_gpu_reason
+            }
+        );
+    }
     let mut summary = Summary {
         cached,
         ..Summary::default()
@@ -302,9 +329,11 @@ pub fn run(
     ready.sort_by(priority);
     let jobs = opts.jobs.max(1);
     let mut free_threads = jobs;
-    let mut free_gpus: Vec<usize> = (0..opts.gpus).rev().collect();
+    let mut free_gpus: Vec<Device> = opts.gpus.iter().rev().copied().collect();
     // Per running node: the local threads and GPU it holds, and whether it is a cluster job.
-    let mut running: HashMap<usize, (usize, Option<usize>, bool)> = HashMap::new();
+    let mut running: HashMap<usize, (usize, Option<Device>, bool)> = HashMap::new();
+    // `device: auto` stages sent back to the CPU after failing on a GPU.
+    let mut on_cpu_instead = vec![false; n];
     let mut jobs_running = 0usize;
     let max_jobs = opts
         .slurm
@@ -313,6 +342,10 @@ pub fn run(
     let children = Arc::new(Children);
     let (tx, rx) = mpsc::channel::<Message>();
     let mut warned_gpu = false;
+    let cluster_gpu = opts
+        .gpu_backend
+        .or_else(crate::ml::device::GpuBackend::preferred)
+        .map_or(Device::Cpu, |b| b.device(0));
 
     loop {
         if cancel.load(Ordering::Relaxed) && !summary.interrupted {
@@ -343,8 +376,8 @@ pub fn run(
                         i += 1;
                         continue;
                     }
-                    let device = if node.gpu > 0 && GPU_BACKEND {
-                        Device::Cuda(0)
+                    let device = if node.device == DeviceChoice::Gpu {
+                        cluster_gpu
                     } else {
                         Device::Cpu
                     };
@@ -376,46 +409,42 @@ pub fn run(
                     )?;
                     continue;
                 }
-                let threads = if wanted <= free_threads {
-                    wanted
+                let wants_gpu = match node.device {
+                    _ if on_cpu_instead[node_index] => false,
+                    DeviceChoice::Cpu => false,
+                    DeviceChoice::Gpu | DeviceChoice::Auto if !opts.gpus.is_empty() => true,
+                    DeviceChoice::Auto => false,
+                    DeviceChoice::Gpu => {
+                        // `run` refuses this before scheduling; kept safe for other callers.
+                        if !warned_gpu {
+                            reporter.event(&Event::Warning(format!(
+                                "`{}` asks for a GPU but this run has none: running on the CPU",
+                                plan.node_name(node_index)
+                            )));
+                            warned_gpu = true;
+                        }
+                        false
+                    }
+                };
+                // A GPU stage holds one thread (the one driving the device) and its GPU, so
+                // CPU stages keep the other cores busy meanwhile.
+                let (threads, device) = if wants_gpu {
+                    if free_threads == 0 || free_gpus.is_empty() {
+                        i += 1;
+                        continue; // wait for the GPU slot
+                    }
+                    (1, free_gpus.pop().unwrap_or(Device::Cpu))
+                } else if wanted <= free_threads {
+                    (wanted, Device::Cpu)
                 } else if shrink && node.threads == usize::MAX && free_threads > 0 {
-                    free_threads
+                    (free_threads, Device::Cpu)
                 } else {
                     i += 1;
                     continue;
                 };
-                let device = if node.gpu > 0 {
-                    match free_gpus.pop() {
-                        Some(g) => Device::Cuda(g),
-                        None if opts.gpus > 0 => {
-                            i += 1;
-                            continue; // wait for the GPU slot
-                        }
-                        None => {
-                            if !warned_gpu {
-                                let why = if GPU_BACKEND {
-                                    "none is available"
-                                } else {
-                                    "this build has no GPU backend"
-                                };
-                                reporter.event(&Event::Warning(format!(
-                                    "`{}` asks for a GPU but {why}: running on the CPU",
-                                    plan.node_name(node_index)
-                                )));
-                                warned_gpu = true;
-                            }
-                            Device::Cpu
-                        }
-                    }
-                } else {
-                    Device::Cpu
-                };
                 ready.remove(i);
                 free_threads -= threads;
-                let gpu = match device {
-                    Device::Cuda(g) => Some(g),
-                    Device::Cpu => None,
-                };
+                let gpu = device.is_gpu().then_some(device);
                 running.insert(node_index, (threads, gpu, false));
                 state[node_index] = NodeState::Running;
                 reporter.event(&Event::Started {
@@ -457,9 +486,11 @@ pub fn run(
             }
             Message::Done(node, outcome) => (node, outcome),
         };
+        let mut ran_on_gpu = None;
         if let Some((threads, gpu, remote)) = running.remove(&node_index) {
             free_threads += threads;
             free_gpus.extend(gpu);
+            ran_on_gpu = gpu;
             jobs_running -= usize::from(remote);
         }
         let name = plan.node_name(node_index).to_string();
@@ -486,6 +517,23 @@ pub fn run(
             }
             Outcome::Cancelled => {
                 state[node_index] = NodeState::Pending;
+                continue;
+            }
+            Outcome::Failed { error, .. }
+                if ran_on_gpu.is_some()
+                    && plan.nodes[node_index].device == DeviceChoice::Auto
+                    && !summary.interrupted =>
+            {
+                // Nothing of the failed attempt was cached; the CPU computes the same stage.
+                let gpu = ran_on_gpu.unwrap_or(Device::Cpu);
+                reporter.event(&Event::Warning(format!(
+                    "`{name}` failed on {gpu} ({error}): running it on the CPU instead"
+                )));
+                summary.fallbacks.push((name, error));
+                on_cpu_instead[node_index] = true;
+                state[node_index] = NodeState::Pending;
+                let at = ready.partition_point(|r| priority(r, &node_index).is_lt());
+                ready.insert(at, node_index);
                 continue;
             }
             Outcome::Failed {
@@ -843,25 +891,4 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Whether this build can run a stage on a GPU. No op has a GPU backend yet: burn's CUDA backend
-/// cannot be built where this project builds (its build script downloads an LLVM bundle from
-/// GitHub), so a GPU slot would only reserve a device that nothing uses. Until then every stage
-/// runs on the CPU, and `run` says so instead of pretending.
-pub const GPU_BACKEND: bool = false;
-
-/// NVIDIA GPUs visible to this process (device nodes `/dev/nvidia0`, `/dev/nvidia1`, …).
-pub fn detect_gpus() -> usize {
-    let Ok(read) = std::fs::read_dir("/dev") else {
-        return 0;
-    };
-    read.flatten()
-        .filter(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.strip_prefix("nvidia")
-                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-        })
-        .count()
 }

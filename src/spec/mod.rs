@@ -34,8 +34,32 @@ pub struct StageSpec {
     pub inputs: Vec<(String, InputRef)>,
     pub sweep: Option<Sweep>,
     pub resources: Resources,
+    /// `device:` as written; `None` leaves the op's default.
+    pub device: Option<DeviceChoice>,
     pub publish: Publish,
     pub doc: Option<String>,
+}
+
+/// Where a stage computes (`device: cpu|gpu|auto`; `cuda` reads as `gpu`). Not part of the
+/// stage's key: a GPU changes the last bits of the numbers, not what is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Cpu,
+    /// A GPU, waiting for one to be free; a run without GPUs refuses the stage.
+    Gpu,
+    /// A GPU when the run has one, else the CPU; a GPU failure retries on the CPU.
+    Auto,
+}
+
+impl DeviceChoice {
+    pub fn parse(text: &str) -> Option<DeviceChoice> {
+        match text {
+            "cpu" => Some(DeviceChoice::Cpu),
+            "gpu" | "cuda" => Some(DeviceChoice::Gpu),
+            "auto" => Some(DeviceChoice::Auto),
+            _ => None,
+        }
+    }
 }
 
 /// What a stage asks of the machine that runs it. None of it is part of the stage's key: it
@@ -145,6 +169,7 @@ const STAGE_KEYS: &[&str] = &[
     "inputs",
     "sweep",
     "resources",
+    "device",
     "publish",
     "doc",
 ];
@@ -518,6 +543,20 @@ fn parse_stage(
             None,
         ),
     }
+    let device = match body.get("device") {
+        None | Some(Value::Null) => None,
+        Some(v) => {
+            let choice = v.as_str().and_then(DeviceChoice::parse);
+            if choice.is_none() {
+                diags.push_path(
+                    at("device"),
+                    format!("stage `{name}`: `device` must be cpu, gpu or auto"),
+                    Some("auto: a GPU when the run has one, else the CPU".into()),
+                );
+            }
+            choice
+        }
+    };
     let publish = match body.get("publish") {
         None | Some(Value::Null) => Publish::Default,
         Some(Value::Bool(true)) => Publish::StageDir,
@@ -555,6 +594,7 @@ fn parse_stage(
         inputs,
         sweep,
         resources,
+        device,
         publish,
         doc,
     })

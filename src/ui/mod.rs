@@ -28,6 +28,8 @@ pub struct PlainReporter<W: Write> {
     last_progress: HashMap<usize, Instant>,
     /// Names of running stages: two stages side by side print progress lines in turn.
     names: HashMap<usize, String>,
+    /// Running stages' GPUs, named when they finish (`ran x (2.1s on cuda:0)`).
+    gpus: HashMap<usize, crate::ops::Device>,
 }
 
 impl<W: Write> PlainReporter<W> {
@@ -39,6 +41,7 @@ impl<W: Write> PlainReporter<W> {
             done: 0,
             last_progress: HashMap::new(),
             names: HashMap::new(),
+            gpus: HashMap::new(),
         }
     }
 }
@@ -61,8 +64,15 @@ impl<W: Write> Reporter for PlainReporter<W> {
                 }
             }
             Event::WouldRun { name, .. } => writeln!(out, "would run {name}"),
-            Event::Started { node, name, .. } => {
+            Event::Started {
+                node, name, device, ..
+            } => {
                 self.names.insert(*node, name.clone());
+                if device.is_gpu() {
+                    self.gpus.insert(*node, *device);
+                } else {
+                    self.gpus.remove(node);
+                }
                 Ok(())
             }
             Event::Progress { node, message } => {
@@ -82,12 +92,17 @@ impl<W: Write> Reporter for PlainReporter<W> {
                 }
             }
             Event::Finished {
+                node,
                 name,
                 seconds,
                 by_other_run,
-                ..
             } => {
                 self.done += 1;
+                let on = self
+                    .gpus
+                    .remove(node)
+                    .map(|d| format!(" on {d}"))
+                    .unwrap_or_default();
                 if self.quiet {
                     Ok(())
                 } else if *by_other_run {
@@ -99,7 +114,7 @@ impl<W: Write> Reporter for PlainReporter<W> {
                 } else {
                     writeln!(
                         out,
-                        "[{}/{}] ran {name} ({})",
+                        "[{}/{}] ran {name} ({}{on})",
                         self.done,
                         self.total,
                         format_seconds(*seconds)
@@ -216,8 +231,10 @@ impl Reporter for LiveReporter {
                     ProgressStyle::with_template("  {spinner} {prefix} {msg} {elapsed}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
                 );
-                let extra = if *threads > 1 || *device != crate::ops::Device::Cpu {
-                    format!(" ({threads} threads, {device})")
+                let extra = if device.is_gpu() {
+                    format!(" ({device})")
+                } else if *threads > 1 {
+                    format!(" ({threads} threads)")
                 } else {
                     String::new()
                 };
@@ -310,5 +327,8 @@ pub fn print_summary(out: &mut dyn Write, summary: &Summary, seconds: f64) {
     );
     for (name, error, _) in &summary.failures {
         let _ = writeln!(out, "failed: {name}: {error}");
+    }
+    for (name, why) in &summary.fallbacks {
+        let _ = writeln!(out, "on the CPU instead of the GPU: {name}: {why}");
     }
 }

@@ -3,6 +3,7 @@
 
 mod engine;
 mod errors;
+mod gpu;
 mod hardening;
 mod ml;
 mod slurm;
