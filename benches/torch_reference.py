@@ -370,27 +370,28 @@ class ResNet18(nn.Module):
         return self.fc(h.mean(dim=(2, 3))).squeeze(1)
 
 
-def bench_cnn_steps(threads: int) -> None:
-    """Median time of a ResNet18 training step (64×64, batch 32, Adam, BCE on one logit)."""
+def bench_cnn_steps(threads: int, device: str, batches: list[int]) -> None:
+    """Median time of a ResNet18 training step (64×64, Adam, BCE on one logit)."""
     torch.set_num_threads(threads)
     for width in (16, 64):
-        torch.manual_seed(0)
-        model = ResNet18(width)
-        adam = torch.optim.Adam(model.parameters(), lr=1e-3)
-        loss_fn = nn.BCEWithLogitsLoss()
-        x = torch.randn(32, 3, 64, 64)
-        y = (torch.rand(32) > 0.5).float()
-        times = []
-        for i in range(25):
-            start = time.perf_counter()
-            adam.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            adam.step()
-            loss.item()
-            if i >= 5:
-                times.append(time.perf_counter() - start)
-        print(f"torch cnn step width={width}: {statistics.median(times) * 1e3:.1f} ms")
+        for batch in batches:
+            torch.manual_seed(0)
+            model = ResNet18(width).to(device)
+            adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+            loss_fn = nn.BCEWithLogitsLoss()
+            x = torch.randn(batch, 3, 64, 64, device=device)
+            y = (torch.rand(batch, device=device) > 0.5).float()
+            times = []
+            for i in range(25):
+                start = time.perf_counter()
+                adam.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                adam.step()
+                loss.item()  # waits for the device
+                if i >= 5:
+                    times.append(time.perf_counter() - start)
+            print(f"torch cnn step width={width} batch={batch}: {statistics.median(times) * 1e3:.2f} ms")
 
 
 def main(argv: list[str]) -> None:
@@ -402,6 +403,8 @@ def main(argv: list[str]) -> None:
     sub.add_parser("steps", parents=[common], help="median time per training step at batch sizes 1 to 1024")
     cnn = sub.add_parser("cnn-steps", help="median time per ResNet18 training step (64×64, batch 32)")
     cnn.add_argument("--threads", type=int, default=2)
+    cnn.add_argument("--device", default="cpu", help="cpu or cuda")
+    cnn.add_argument("--batches", default="32", help="comma-separated batch sizes")
     s6 = sub.add_parser("section6", parents=[common], help="every section-6 training run on the Europe CSVs")
     s6.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of train/validation/test.csv")
     s6.add_argument("--scale", type=float, default=1.0, help="multiplies every epoch count (rounded up, ≥ 1)")
@@ -411,7 +414,7 @@ def main(argv: list[str]) -> None:
     if args.command == "steps":
         bench_steps(args.adam)
     elif args.command == "cnn-steps":
-        bench_cnn_steps(args.threads)
+        bench_cnn_steps(args.threads, args.device, [int(b) for b in args.batches.split(",")])
     else:
         section6(args.data, args.scale, args.workers, args.adam, args.out)
 

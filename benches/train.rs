@@ -3,6 +3,9 @@
 //! - per training step (forward, backward, Adam, loss read back) of the default MLP (2 → 6×16 →
 //!   33) at batch sizes 1, 16, 128, 256, 1024, one thread, for both engines (native and burn);
 //! - with `BENCH_CNN=1`: a ResNet18 training step (64×64, batch 32, 2 threads), widths 16 and 64;
+//!   `BENCH_DEVICE=cuda|wgpu` trains on that device instead (a build with the feature; PyTorch
+//!   then runs on CUDA), `BENCH_BATCHES=32,128` sets the batch sizes and `BENCH_ONLY_CNN=1`
+//!   skips everything else (`benches/gpu-machine.sh`);
 //! - with `BENCH_SECTION6=1`: section 6 end to end (`pipeline run pipelines/report.yaml` on a
 //!   fresh cache, all cores);
 //! - with `BENCH_GBDT=1`: gradient-boosted trees (`train.gbdt`'s defaults, 2 threads) on the
@@ -80,13 +83,21 @@ fn our_step_us(native: bool, batch: usize, rows: usize, repeats: usize) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// The reference script: `TORCH_REFERENCE`, else this checkout's (a bench binary carried to
+/// another machine points it at that machine's copy).
+fn torch_reference() -> String {
+    std::env::var("TORCH_REFERENCE").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py").to_string()
+    })
+}
+
 fn torch_python() -> String {
     std::env::var("TORCH_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
 /// `torch step batch=B: X us` lines from the reference script, if torch is there.
 fn torch_steps() -> Vec<(usize, f64)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
+    let script = torch_reference();
     let Ok(out) = Command::new(torch_python())
         .arg(script)
         .arg("steps")
@@ -117,11 +128,44 @@ fn torch_steps() -> Vec<(usize, f64)> {
         .collect()
 }
 
-/// `torch cnn step width=W: X ms` lines of the reference script.
-fn torch_cnn_steps() -> Vec<(usize, f64)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_reference.py");
+/// The device of the CNN benchmark (`BENCH_DEVICE`: cpu, cuda or wgpu) and its batch sizes
+/// (`BENCH_BATCHES`, comma-separated; default 32).
+fn cnn_bench_setup() -> (pipeline::ml::device::Compute, Vec<usize>) {
+    use pipeline::ml::device::Compute;
+    let device = match std::env::var("BENCH_DEVICE").as_deref() {
+        Ok("cuda") => Compute::Cuda(0),
+        Ok("wgpu") => Compute::Wgpu(0),
+        _ => Compute::Cpu,
+    };
+    let batches = std::env::var("BENCH_BATCHES")
+        .ok()
+        .map(|b| b.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .filter(|b: &Vec<usize>| !b.is_empty())
+        .unwrap_or_else(|| vec![32]);
+    (device, batches)
+}
+
+/// `torch cnn step width=W batch=B: X ms` lines of the reference script, on the same device
+/// kind (PyTorch's CUDA for `cuda`).
+fn torch_cnn_steps() -> Vec<(usize, usize, f64)> {
+    let script = torch_reference();
+    let (device, batches) = cnn_bench_setup();
+    let device = if matches!(device, pipeline::ml::device::Compute::Cuda(_)) {
+        "cuda"
+    } else {
+        "cpu"
+    };
+    let batches: Vec<String> = batches.iter().map(usize::to_string).collect();
     let Ok(out) = Command::new(torch_python())
-        .args([script, "cnn-steps", "--threads", "2"])
+        .args([
+            script.as_str(),
+            "cnn-steps",
+            "--threads",
+            "2",
+            "--device",
+            device,
+        ])
+        .args(["--batches", &batches.join(",")])
         .output()
     else {
         return Vec::new();
@@ -130,59 +174,66 @@ fn torch_cnn_steps() -> Vec<(usize, f64)> {
         .lines()
         .filter_map(|l| {
             let rest = l.strip_prefix("torch cnn step width=")?;
-            let (w, ms) = rest.split_once(':')?;
+            let (w, rest) = rest.split_once(" batch=")?;
+            let (b, ms) = rest.split_once(':')?;
             Some((
                 w.trim().parse().ok()?,
+                b.trim().parse().ok()?,
                 ms.trim().trim_end_matches("ms").trim().parse().ok()?,
             ))
         })
         .collect()
 }
 
-/// ResNet18 training step (64×64, batch 32, Adam, BCE), 2 threads, from scratch.
-fn cnn_steps(torch: &[(usize, f64)]) {
+/// ResNet18 training step (64×64, Adam, BCE) from scratch, 2 threads, on `BENCH_DEVICE`.
+/// On a GPU the second epoch is timed (the first pays for kernel compilation and autotuning).
+fn cnn_steps(torch: &[(usize, usize, f64)]) {
     use pipeline::ml::cnn::{CnnConfig, Images, Mode, train_binary};
     use pipeline::ml::resnet::ResNetConfig;
-    let (n, size) = (32 * 12, 64);
-    let pixels: Vec<f32> = (0..n * 3 * size * size)
-        .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
-        .collect();
-    let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
-    let images = Images {
-        pixels: &pixels,
-        labels: &labels,
-        size,
-    };
-    let few = Images {
-        pixels: &pixels[..3 * size * size * 2],
-        labels: &labels[..2],
-        size,
-    };
-    println!(
-        "ResNet18 training step, 64×64, batch 32, Adam, 2 threads (median of one epoch's mean):"
-    );
+    let (device, batches) = cnn_bench_setup();
+    let size = 64;
+    println!("ResNet18 training step, 64×64, Adam, 2 threads, on {device} (mean over an epoch):");
     for width in [16, 64] {
-        let cfg = CnnConfig {
-            resnet: ResNetConfig { width, outputs: 1 },
-            mode: Mode::Scratch,
-            lr: 1e-3,
-            batch_size: 32,
-            epochs: 1,
-            eval_batch_size: 64,
-            seed: 0,
-            device: pipeline::ml::device::Compute::Cpu,
-        };
-        let out =
-            pipeline::ml::with_threads(2, || train_binary(&images, &few, &few, &cfg, None, &Quiet))
-                .expect("pool")
-                .expect("train");
-        let ms = out.epochs[0].train_time_s / out.steps_per_epoch as f64 * 1e3;
-        match torch.iter().find(|(w, _)| *w == width) {
-            Some((_, theirs)) => println!(
-                "  width {width:>2}: pipeline {ms:.1} ms, PyTorch {theirs:.1} ms → {:.2}× (target ≥ 1.5×)",
-                theirs / ms
-            ),
-            None => println!("  width {width:>2}: pipeline {ms:.1} ms"),
+        for &batch in &batches {
+            let n = batch * 12;
+            let pixels: Vec<f32> = (0..n * 3 * size * size)
+                .map(|i| ((i * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0)
+                .collect();
+            let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
+            let images = Images {
+                pixels: &pixels,
+                labels: &labels,
+                size,
+            };
+            let few = Images {
+                pixels: &pixels[..3 * size * size * 2],
+                labels: &labels[..2],
+                size,
+            };
+            let cfg = CnnConfig {
+                resnet: ResNetConfig { width, outputs: 1 },
+                mode: Mode::Scratch,
+                lr: 1e-3,
+                batch_size: batch,
+                epochs: if device.is_gpu() { 2 } else { 1 },
+                eval_batch_size: 64,
+                seed: 0,
+                device,
+            };
+            let out = pipeline::ml::with_threads(2, || {
+                train_binary(&images, &few, &few, &cfg, None, &Quiet)
+            })
+            .expect("pool")
+            .expect("train");
+            let timed = out.epochs.last().expect("an epoch");
+            let ms = timed.train_time_s / out.steps_per_epoch as f64 * 1e3;
+            match torch.iter().find(|(w, b, _)| *w == width && *b == batch) {
+                Some((_, _, theirs)) => println!(
+                    "  width {width:>2} batch {batch:>3}: pipeline {ms:.2} ms, PyTorch {theirs:.2} ms → {:.2}× PyTorch's speed",
+                    theirs / ms
+                ),
+                None => println!("  width {width:>2} batch {batch:>3}: pipeline {ms:.2} ms"),
+            }
         }
     }
 }
@@ -289,6 +340,11 @@ fn gbdt() {
 }
 
 fn main() {
+    // `BENCH_ONLY_CNN=1`: only the CNN step (the GPU machine's time is short).
+    if std::env::var_os("BENCH_ONLY_CNN").is_some() {
+        cnn_steps(&torch_cnn_steps());
+        return;
+    }
     let torch = torch_steps();
     println!(
         "per training step, MLP 2→6×16→33, Adam, 1 thread (median): native engine, burn engine, PyTorch"

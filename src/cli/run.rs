@@ -23,7 +23,8 @@ pub struct Args {
     /// on the CPU).
     #[arg(long, env = "PIPELINE_GPUS")]
     gpus: Option<usize>,
-    /// GPU backend: cuda or wgpu (default: cuda where compiled in, else wgpu).
+    /// GPU backend: cuda (the default where compiled in) or wgpu (only when named: it also
+    /// drives software renderers).
     #[arg(long, value_name = "BACKEND", env = "PIPELINE_GPU_BACKEND")]
     gpu_backend: Option<String>,
     /// Show what would run, run nothing.

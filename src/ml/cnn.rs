@@ -788,10 +788,10 @@ mod tests {
         assert_eq!(again.step_losses, finetuned.step_losses);
     }
 
-    /// The device path (staged data, the training loop, fusion, autotune) on burn's wgpu
-    /// backend agrees with Flex: same initial weights, the same loss at every step within
-    /// float-order tolerance, the same gradients of the first and last layer. CI runs this on
-    /// Mesa's software Vulkan.
+    /// The device path (staged data, the training loop, Adam, evaluation, fusion, autotune) on
+    /// burn's wgpu backend agrees with Flex: same initial weights, every step's loss within
+    /// 1e-4 (relative), every parameter's gradient within 5e-3 of its largest element. CI runs
+    /// this on Mesa's software Vulkan.
     #[cfg(feature = "wgpu")]
     #[test]
     fn resnet_training_on_wgpu_agrees_with_flex() {
@@ -808,8 +808,15 @@ mod tests {
             size: 16,
         };
         let run = |device: Compute| {
+            // A tiny learning rate. This little network (width 4, 16×16 images, batch norm over
+            // 8 images) is chaotic: Adam's first step moves every weight by ±lr whatever the
+            // size of its gradient, so gradient elements that are zero but for float noise move
+            // by ±lr on one device and ∓lr on the other, and batch norm over tiny variances
+            // amplifies that. Measured: at lr 1e-4 the two devices' losses part by 30% at the
+            // second step (both correct: lr 0 agrees to 1e-6); at lr 1e-7 they agree to 1e-6.
             let cfg = CnnConfig {
                 device,
+                lr: 1e-7,
                 ..config(Mode::Scratch)
             };
             train_binary(&train, &val, &val, &cfg, None, &Quiet).unwrap()
@@ -818,15 +825,24 @@ mod tests {
         assert_eq!(cpu.step_losses.len(), gpu.step_losses.len());
         for (step, (c, g)) in cpu.step_losses.iter().zip(&gpu.step_losses).enumerate() {
             assert!(
-                (c - g).abs() <= 2e-3 * c.abs().max(1.0),
+                (c - g).abs() <= 1e-4 * c.abs().max(1.0),
                 "step {step}: flex {c} vs wgpu {g}"
             );
         }
         for (c, g) in cpu.test_probabilities.iter().zip(&gpu.test_probabilities) {
-            assert!((c - g).abs() < 1e-2, "probability {c} vs {g}");
+            assert!((c - g).abs() < 1e-4, "probability {c} vs {g}");
         }
 
-        // Gradients of one step from the same weights.
+        // Gradients of every parameter, one step from the same weights.
+        struct Gradients<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+        impl burn::module::ModuleVisitor for Gradients<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                if let Some(g) = self.0.get::<D>(param.id) {
+                    self.1
+                        .push(g.into_data().convert::<f32>().to_vec().unwrap_or_default());
+                }
+            }
+        }
         let grads_on = |compute: Compute| {
             let eval = burn_device(compute).unwrap();
             let device = eval.clone().autodiff();
@@ -840,32 +856,27 @@ mod tests {
                 )
             });
             let staged = Staged::new(&train, &eval, compute);
-            let chunk: Vec<usize> = (0..8).collect();
+            let chunk: Vec<usize> = vec![9, 3, 17, 8, 0, 30, 21, 12];
             let z = model
                 .forward(staged.train_batch(&chunk, &device))
                 .reshape([8]);
             let loss = bce_with_logits(z, float_labels(train.labels, &chunk, &device));
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let flat = |t: Option<Tensor<4>>| -> Vec<f32> {
-                t.unwrap().into_data().convert::<f32>().to_vec().unwrap()
-            };
-            let conv1 = flat(grads.get::<4>(model.conv1.weight.id));
-            let fc: Vec<f32> = grads
-                .get::<2>(model.fc.weight.id)
-                .unwrap()
-                .into_data()
-                .convert::<f32>()
-                .to_vec()
-                .unwrap();
-            (conv1, fc)
+            let mut visitor = Gradients(&grads, Vec::new());
+            model.visit(&mut visitor);
+            visitor.1
         };
         let (cpu, gpu) = (grads_on(Compute::Cpu), grads_on(Compute::Wgpu(0)));
-        for (name, c, g) in [("conv1", &cpu.0, &gpu.0), ("fc", &cpu.1, &gpu.1)] {
+        assert_eq!(cpu.len(), gpu.len());
+        assert!(cpu.len() > 40, "{} parameters with gradients", cpu.len());
+        for (p, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
             let scale = c.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
             for (i, (a, b)) in c.iter().zip(g).enumerate() {
+                // Batch norm's backward subtracts nearly equal sums over 8 images: the worst
+                // element measured was 1.2e-3 of its parameter's largest gradient.
                 assert!(
-                    (a - b).abs() <= 1e-4 * scale,
-                    "{name}[{i}]: flex {a} vs wgpu {b} (largest {scale})"
+                    (a - b).abs() <= 5e-3 * scale,
+                    "parameter {p}[{i}]: flex {a} vs wgpu {b} (largest {scale})"
                 );
             }
         }

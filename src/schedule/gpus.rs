@@ -17,7 +17,7 @@ pub struct Gpus {
     pub description: String,
 }
 
-/// `backend`: `--gpu-backend` (default: the one compiled in); `requested`: `--gpus`.
+/// `backend`: `--gpu-backend` (default: CUDA where compiled in); `requested`: `--gpus`.
 pub fn detect(backend: Option<&str>, requested: Option<usize>) -> Result<Gpus> {
     let backend = match backend {
         Some(name) => {
@@ -31,7 +31,9 @@ pub fn detect(backend: Option<&str>, requested: Option<usize>) -> Result<Gpus> {
             }
             Some(b)
         }
-        None => GpuBackend::preferred(),
+        // wgpu also drives software renderers (Mesa's lavapipe, 10× slower than the CPU
+        // backend), so a run uses it only when asked.
+        None => Some(GpuBackend::Cuda).filter(|b| b.compiled()),
     };
     let nvidia = nvidia_gpus();
     let none = |description: String| Gpus {
@@ -44,13 +46,17 @@ pub fn detect(backend: Option<&str>, requested: Option<usize>) -> Result<Gpus> {
     }
     let Some(b) = backend else {
         return Ok(none(match requested {
+            Some(n) if n > 0 && GpuBackend::Wgpu.compiled() => format!(
+                "--gpus {n} ignored: this build has no CUDA backend; `--gpu-backend wgpu` uses the wgpu device"
+            ),
             Some(n) if n > 0 => {
                 format!("--gpus {n} ignored: this build has no GPU backend (README, \"GPUs\")")
             }
             _ if !nvidia.is_empty() => format!(
-                "{} NVIDIA GPU(s) found, but this build has no GPU backend (README, \"GPUs\")",
+                "{} NVIDIA GPU(s) found, but this build has no CUDA backend (README, \"GPUs\")",
                 nvidia.len()
             ),
+            _ if GpuBackend::Wgpu.compiled() => "`--gpu-backend wgpu` uses the wgpu device".into(),
             _ => String::new(),
         }));
     };
@@ -206,8 +212,8 @@ mod tests {
     }
 
     #[test]
-    fn a_build_without_gpu_backends_says_so_when_asked_for_gpus() {
-        if GpuBackend::preferred().is_none() {
+    fn a_build_without_cuda_uses_no_gpu_unless_asked() {
+        if !GpuBackend::Cuda.compiled() {
             let g = detect(None, Some(2)).unwrap();
             assert!(g.devices.is_empty());
             assert!(

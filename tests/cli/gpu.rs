@@ -124,7 +124,7 @@ fn auto_stages_run_on_the_cpu_when_the_run_has_no_gpu() {
 #[test]
 fn gpu_stages_run_on_the_wgpu_device_beside_cpu_stages() {
     let yaml = format!(
-        "{IMAGES}  cnn: {{op: train.cnn, inputs: {{data: images}}, params: {{width: 4, batch_size: 8, epochs: 2}}}}\n  \
+        "{IMAGES}  cnn: {{op: train.cnn, inputs: {{data: images}}, params: {{width: 4, batch_size: 8, epochs: 2, lr: 1.0e-7}}}}\n  \
          m: {{op: data.synthetic_map, params: {{n_train: 2000, n_validation: 200, n_test: 200}}}}\n  \
          d: {{op: data.csv, inputs: {{csv: m}}}}\n  \
          mlp: {{op: train.mlp, inputs: {{data: d}}, params: {{epochs: 3}}, sweep: {{width: [8, 16]}}}}\n"
@@ -184,8 +184,10 @@ fn gpu_stages_run_on_the_wgpu_device_beside_cpu_stages() {
     };
     let (on_gpu, on_cpu) = (losses(&gpu), losses(&cpu));
     assert_eq!(on_gpu.len(), 2);
+    // A tiny learning rate keeps this little network's trajectory well conditioned (see
+    // `ml::cnn`'s wgpu test): then the devices agree to float order.
     for (g, c) in on_gpu.iter().zip(&on_cpu) {
-        assert!((g - c).abs() < 2e-3, "train loss wgpu {g} vs cpu {c}");
+        assert!((g - c).abs() < 1e-4, "train loss wgpu {g} vs cpu {c}");
     }
 }
 
