@@ -274,6 +274,7 @@ impl Slurm {
         adopted: Option<u64>,
     ) -> Ended {
         let mut attempt = 0;
+        let mut resubmitted: Vec<String> = Vec::new();
         let mut job_id = adopted;
         let mut adopting = adopted.is_some();
         loop {
@@ -323,12 +324,21 @@ impl Slurm {
                         "{why}: resubmitting ({attempt}/{})",
                         self.settings.retries
                     ));
-                    let _ = ctx.log(&format!("pipeline: {why}; resubmitting"));
+                    // The next attempt starts the stage's log afresh: noted at the end.
+                    resubmitted.push(format!(
+                        "pipeline: {why}; resubmitted ({attempt}/{})",
+                        self.settings.retries
+                    ));
                     if let Err(e) = reset_attempt(pending_dir, ctx.out_dir) {
                         return Ended::Failed(e);
                     }
                 }
-                ended => return ended,
+                ended => {
+                    for note in &resubmitted {
+                        let _ = ctx.log(note);
+                    }
+                    return ended;
+                }
             }
         }
     }
@@ -484,8 +494,10 @@ impl Slurm {
             let how = describe(id, &view);
             return match result {
                 Some(r) if r.ok => Ended::Succeeded,
+                // Killed by the cluster (preemption, a failing node): the stage itself only saw
+                // a signal, and another attempt may well succeed.
+                _ if LOST.contains(&state) => Ended::Lost(how),
                 Some(r) => Ended::Failed(format!("{} ({how})", r.error)),
-                None if LOST.contains(&state) => Ended::Lost(how),
                 None if state == "TIMEOUT" => Ended::Failed(format!(
                     "{how}: the stage ran over its time limit (raise `resources.time`)"
                 )),

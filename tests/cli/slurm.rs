@@ -267,6 +267,105 @@ stages:
 }
 
 #[test]
+fn a_preempted_job_is_resubmitted_with_retries() {
+    need_cluster!();
+    // The test cluster preempts jobs of partition `second` for jobs of `urgent` (see
+    // `.ci/slurm-cluster`); a cluster without that partition skips this test.
+    let partitions = Command::new("sinfo")
+        .args(["-h", "-o", "%P"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !partitions.lines().any(|l| l.trim() == "urgent") {
+        eprintln!("skipped: the cluster has no `urgent` partition to preempt with");
+        return;
+    }
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+stages:
+  preempted_once:
+    op: shell
+    params: {cmd: 'echo "start $SLURM_JOB_ID" >> "$ROOT/ran.log"; sleep 6; echo done > d.txt', outputs: [d.txt]}
+    resources: {threads: 16, mem: 200M}
+"#,
+    );
+    let child = p
+        .command(&[
+            "run",
+            "p.yaml",
+            "--executor",
+            "slurm",
+            "--poll-interval",
+            "0.2",
+            "--partition",
+            "second",
+            "--retries",
+            "1",
+            "--jobs",
+            "16",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while p.ran().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the job never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A job that needs the whole node, in a partition of a higher tier: Slurm cancels ours.
+    let urgent = Command::new("sbatch")
+        .args([
+            "--parsable",
+            "--partition",
+            "urgent",
+            "--cpus-per-task",
+            "16",
+            "--mem",
+            "100M",
+            "--job-name",
+            "urgent_preemptor",
+            "--output",
+            "/dev/null",
+            "--wrap",
+            "sleep 1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        urgent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&urgent.stderr)
+    );
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Started twice, under two job ids; the second attempt's output was committed.
+    let ran = p.ran();
+    assert_eq!(ran.len(), 2, "{ran:?}");
+    assert_ne!(ran[0], ran[1]);
+    let log: String = p
+        .entries()
+        .iter()
+        .map(|e| std::fs::read_to_string(e.join("log.txt")).unwrap_or_default())
+        .collect();
+    assert!(
+        log.contains("PREEMPTED") && log.contains("resubmitted (1/1)"),
+        "{log}"
+    );
+}
+
+#[test]
 fn gpu_stages_queue_one_per_gpu() {
     need_cluster!();
     let p = Project::new();
