@@ -318,14 +318,15 @@ stages:
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    // A job that needs the whole node, in a partition of a higher tier: Slurm cancels ours.
+    // Ours holds every CPU; a one-CPU job of a higher tier makes Slurm cancel it, then runs at
+    // once and is gone before the resubmitted job is scheduled.
     let urgent = Command::new("sbatch")
         .args([
             "--parsable",
             "--partition",
             "urgent",
             "--cpus-per-task",
-            "16",
+            "1",
             "--mem",
             "100M",
             "--job-name",
