@@ -7,6 +7,7 @@
 //! readable reason, so a stage fails (or falls back to the CPU) instead of taking the run down.
 
 use std::fmt;
+use std::sync::Mutex;
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -109,6 +110,39 @@ pub fn burn_device(compute: Compute) -> Result<Device> {
     }
 }
 
+/// The first panic message of any thread, when [`record_panics`] is installed: GPU runtimes
+/// panic on threads of their own, and the training thread then sees only a closed channel.
+static FIRST_PANIC: Mutex<Option<String>> = Mutex::new(None);
+
+/// Installs a panic hook that remembers the first panic message and hands every panic (thread,
+/// place, message; no backtrace) to `report` instead of stderr. A stage's process installs it
+/// so that its log, not its error, holds the runtime's noise.
+pub fn record_panics(report: impl Fn(&str) + Send + Sync + 'static) {
+    std::panic::set_hook(Box::new(move |info| {
+        let message = panic_text(info.payload());
+        if let Ok(mut first) = FIRST_PANIC.lock() {
+            first.get_or_insert_with(|| message.clone());
+        }
+        let thread = std::thread::current();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        report(&format!(
+            "panic in thread '{}'{place}: {message}",
+            thread.name().unwrap_or("unnamed")
+        ));
+    }));
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "no message".into())
+}
+
 /// Runs `f`, turning a panic (how GPU runtimes report driver, device and memory failures) into
 /// an error that names the device and, where it can tell, the cause.
 pub fn guarded<T>(compute: Compute, f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -118,11 +152,8 @@ pub fn guarded<T>(compute: Compute, f: impl FnOnce() -> Result<T>) -> Result<T> 
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
-            let text = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "no message".into());
+            let first = FIRST_PANIC.lock().ok().and_then(|mut f| f.take());
+            let text = first.unwrap_or_else(|| panic_text(panic.as_ref()));
             bail!("{compute}: {}", explain_gpu_failure(&text))
         }
     }
@@ -137,14 +168,20 @@ fn explain_gpu_failure(text: &str) -> String {
         || lower.contains("outofmemory")
     {
         "out of GPU memory (try a smaller batch size or width)"
-    } else if lower.contains("libcuda") || lower.contains("libnvrtc") || lower.contains("dlopen") {
+    } else if lower.contains("libcuda")
+        || lower.contains("libnvrtc")
+        || lower.contains("dlopen")
+        || lower.contains("shared library") && lower.contains("cuda")
+    {
         "the CUDA driver or NVRTC library could not be loaded"
     } else if lower.contains("no adapter") || lower.contains("adapter") && lower.contains("found") {
         "no usable device was found"
     } else {
         "the GPU runtime failed"
     };
-    format!("{cause} ({first})")
+    // Runtime messages can list dozens of library names: the start says enough.
+    let first: String = first.chars().take(160).collect();
+    format!("{cause} ({first}…)")
 }
 
 /// Opens `compute` and runs a small computation on it, checking the result; returns a short
@@ -209,5 +246,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("CUDA driver"), "{e}");
+        let long = format!(
+            "Unable to dynamically load the \"cuda\" shared library {}",
+            "x".repeat(500)
+        );
+        let e = explain_gpu_failure(&long);
+        assert!(e.len() < 300 && e.contains("could not be loaded"), "{e}");
     }
 }

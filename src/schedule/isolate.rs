@@ -229,6 +229,18 @@ fn child_run(job_file: Option<&std::path::Path>) -> Result<()> {
             (name, items)
         })
         .collect();
+    // Panics (a GPU runtime's, on threads of its own) go to the stage's log; the error that
+    // the engine shows is the one line the op returns.
+    let log_path = job.log_path.clone();
+    crate::ml::device::record_panics(move |line| {
+        if let Ok(mut log) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+        {
+            let _ = writeln!(log, "pipeline: {line}");
+        }
+    });
     let params = Params(job.params);
     let ctx = OpContext {
         stage: &job.stage,
