@@ -217,10 +217,14 @@ mod tests {
             let g = detect(None, Some(2)).unwrap();
             assert!(g.devices.is_empty());
             assert!(
-                g.description.contains("no GPU backend"),
+                g.description.contains("no GPU backend")
+                    || g.description
+                        .contains("`--gpu-backend wgpu` uses the wgpu device"),
                 "{}",
                 g.description
             );
+            // wgpu (also a software renderer) is never picked unasked.
+            assert!(detect(None, None).unwrap().devices.is_empty());
         }
     }
 }
