@@ -135,6 +135,16 @@ pub fn record_panics(report: impl Fn(&str) + Send + Sync + 'static) {
     }));
 }
 
+/// The first panic message recorded since the last call (see [`record_panics`]), else the
+/// text of `payload`.
+pub fn first_panic(payload: &(dyn std::any::Any + Send)) -> String {
+    FIRST_PANIC
+        .lock()
+        .ok()
+        .and_then(|mut f| f.take())
+        .unwrap_or_else(|| panic_text(payload))
+}
+
 fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<String>()
@@ -152,8 +162,7 @@ pub fn guarded<T>(compute: Compute, f: impl FnOnce() -> Result<T>) -> Result<T> 
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(result) => result,
         Err(panic) => {
-            let first = FIRST_PANIC.lock().ok().and_then(|mut f| f.take());
-            let text = first.unwrap_or_else(|| panic_text(panic.as_ref()));
+            let text = first_panic(panic.as_ref());
             bail!("{compute}: {}", explain_gpu_failure(&text))
         }
     }

@@ -189,7 +189,6 @@ pub fn build_limited(
     })
 }
 
-/// Stage indices in dependency order; reports unknown references and cycles.
 /// Marks a planning error as being about where a stage computes (not a parameter).
 const DEVICE_KEY: &str = "\0device";
 
@@ -238,6 +237,7 @@ fn device_word(d: DeviceChoice) -> &'static str {
     }
 }
 
+/// Stage indices in dependency order; reports unknown references and cycles.
 fn stage_order(pipeline: &Pipeline, diags: &mut Diagnostics) -> Option<Vec<usize>> {
     let index: HashMap<&str, usize> = pipeline
         .stages

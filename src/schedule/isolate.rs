@@ -159,7 +159,13 @@ impl ChildRegistry for NoChildren {
 /// cluster job, which has no stdin) it reads the job from that file and writes `result.json`
 /// beside it before it exits.
 pub fn child_main(job_file: Option<&std::path::Path>) -> ExitCode {
-    let result = child_run(job_file);
+    // A panic (its details are in the log) becomes the one-line error the engine shows.
+    let result = std::panic::catch_unwind(|| child_run(job_file)).unwrap_or_else(|panic| {
+        Err(anyhow!(
+            "the op panicked: {}",
+            crate::ml::device::first_panic(panic.as_ref())
+        ))
+    });
     if let Some(file) = job_file {
         let report = JobResult {
             ok: result.is_ok(),
