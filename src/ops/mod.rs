@@ -17,6 +17,7 @@ mod plot_grad_norms;
 mod plot_images;
 mod plot_vs_param;
 mod pretrain;
+mod replicates;
 mod report;
 mod runs;
 mod select;

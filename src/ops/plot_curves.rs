@@ -2,10 +2,14 @@
 
 use anyhow::{Result, bail};
 
+use super::replicates::{
+    Group, Stats, any_replicates, describe_groups, distinguishable, group, group_label,
+    mean_curve, replicate_counts, singletons,
+};
 use super::runs::{downsample, load};
 use super::table::format_metric;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
-use crate::artifacts::{ItemSummary, canonical_metric, describe_params, metric_label, read_steps};
+use crate::artifacts::{ItemSummary, canonical_metric, metric_label, read_steps};
 use crate::plot::{LineChart, Series, line_chart, line_charts};
 
 pub struct PlotCurves;
@@ -83,7 +87,8 @@ impl Op for PlotCurves {
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.
         // 3: it leaves out the op's defaults.
-        3
+        // 4: replicates make one curve per configuration (mean, ±1 sd shaded).
+        4
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -124,43 +129,87 @@ impl Op for PlotCurves {
                 );
             }
         }
-        let runs = load(ctx.input("runs"))?;
         let items = ctx.input("runs");
+        let runs = load(items)?;
+        // Replicates of one configuration become one curve: the mean, with ±1 sd shaded.
+        let aggregated = any_replicates(items);
+        let groups: Vec<Group> = if aggregated {
+            group(items)
+        } else {
+            singletons(items)
+        };
         // One list of series per metric.
         let mut per_metric: Vec<(String, Vec<Series>)> = Vec::new();
-        let mut finals: Vec<(String, f64)> = Vec::new();
+        let mut finals: Vec<(String, Stats)> = Vec::new();
         for metric in &metrics {
             let mut series = Vec::new();
-            for (run, item) in runs.iter().zip(items) {
+            for g in &groups {
+                let base_label = if aggregated {
+                    group_label(g)
+                } else {
+                    runs[g.members[0]].label.clone()
+                };
                 // One chart with several metrics: say which metric each curve is.
-                let label = if metrics.len() > 1 && !panels {
-                    format!("{} · {}", run.label, metric_label(metric))
+                let mut label = if metrics.len() > 1 && !panels {
+                    format!("{base_label} · {}", metric_label(metric))
                 } else {
-                    run.label.clone()
+                    base_label
                 };
-                let points: Vec<(f64, f64)> = if by_step || metric == "step_loss" {
-                    downsample(&read_steps(&item.dir)?, MAX_STEP_POINTS)
-                } else {
-                    run.record
-                        .epochs
-                        .iter()
-                        .map(|e| (e.epoch as f64, e.metric(metric).unwrap_or(f64::NAN)))
-                        .collect()
-                };
-                let last = points
+                let mut curves = Vec::new();
+                let mut last_values = Vec::new();
+                let diverged = g
+                    .members
                     .iter()
-                    .rev()
-                    .find(|p| p.1.is_finite())
-                    .map(|p| p.1)
-                    .unwrap_or(f64::NAN);
-                finals.push((
-                    label.clone(),
-                    if run.record.diverged { f64::NAN } else { last },
-                ));
-                series.push(Series { label, points });
+                    .filter(|&&i| runs[i].record.diverged)
+                    .count();
+                for &i in &g.members {
+                    let run = &runs[i];
+                    let points: Vec<(f64, f64)> = if by_step || metric == "step_loss" {
+                        downsample(&read_steps(&items[i].dir)?, MAX_STEP_POINTS)
+                    } else {
+                        run.record
+                            .epochs
+                            .iter()
+                            .map(|e| (e.epoch as f64, e.metric(metric).unwrap_or(f64::NAN)))
+                            .collect()
+                    };
+                    let last = points
+                        .iter()
+                        .rev()
+                        .find(|p| p.1.is_finite())
+                        .map(|p| p.1)
+                        .unwrap_or(f64::NAN);
+                    last_values.push(if run.record.diverged { f64::NAN } else { last });
+                    // A diverged replicate is left out of the mean (and said so in the legend).
+                    if !(run.record.diverged && diverged < g.members.len()) {
+                        curves.push(points);
+                    }
+                }
+                if g.members.len() > 1 && diverged > 0 {
+                    label = format!("{label} ({diverged} of {} diverged)", g.members.len());
+                }
+                finals.push((label.clone(), Stats::of(last_values)));
+                let (points, spread) = mean_curve(&curves);
+                series.push(Series {
+                    label,
+                    points,
+                    spread,
+                    bars: false,
+                });
             }
             per_metric.push((metric.clone(), series));
         }
+        let title = if aggregated {
+            let counts = replicate_counts(&groups);
+            if title.is_empty() {
+                format!("mean ± sd over {counts} seeds")
+            } else {
+                format!("{title} (mean ± sd over {counts} seeds)")
+            }
+        } else {
+            title.to_string()
+        };
+        let title = title.as_str();
         let x_label = if by_step { "batch step" } else { "epoch" };
         let y_label_of = |m: &str| {
             if m == "step_loss" || by_step {
@@ -200,25 +249,24 @@ impl Op for PlotCurves {
                 &stem,
             )?;
         }
-        let reading = if runs.len() == 1 {
-            // One run, several metrics: its final value of each.
+        let reading = if groups.len() == 1 {
+            // One run (or configuration), several metrics: its final value of each.
             let parts: Vec<String> = metrics
                 .iter()
                 .zip(&finals)
-                .map(|(m, f)| format!("{} {}", metric_name(m), format_metric(f.1)))
+                .map(|(m, f)| format!("{} {}", metric_name(m), f.1.display(format_metric)))
                 .collect();
             format!("final {}", parts.join(", "))
         } else {
-            reading(&metrics[0], &finals[..runs.len()])
+            reading(&metrics[0], &finals[..groups.len()])
         };
-        let records: Vec<_> = runs.iter().map(|r| &r.record).collect();
         ItemSummary {
             id: ctx.params.str("id")?.into(),
-            title: title.into(),
+            title: ctx.params.str("title")?.into(),
             figures: vec!["plot.png".into(), "plot.svg".into()],
             table_md: None,
             reading,
-            params: describe_params(&records),
+            params: describe_groups(&runs, &groups, aggregated),
         }
         .write(ctx.out_dir)
     }
@@ -232,27 +280,41 @@ fn metric_name(metric: &str) -> String {
     }
 }
 
-/// "final validation loss: lowest lr=0.001 (0.3120), highest lr=1 (diverged)".
-fn reading(metric: &str, finals: &[(String, f64)]) -> String {
+/// "final validation loss: lowest lr=0.001 (0.3120), highest lr=1 (diverged)"; with replicates
+/// the values are means ± sd and the best is compared with the runner-up.
+fn reading(metric: &str, finals: &[(String, Stats)]) -> String {
     let name = metric_name(metric);
-    let finite: Vec<&(String, f64)> = finals.iter().filter(|f| f.1.is_finite()).collect();
+    let finite: Vec<&(String, Stats)> = finals.iter().filter(|f| f.1.n > 0).collect();
     let diverged: Vec<&str> = finals
         .iter()
-        .filter(|f| !f.1.is_finite())
+        .filter(|f| f.1.n == 0)
         .map(|f| f.0.as_str())
         .collect();
     let mut parts = Vec::new();
-    if let (Some(lo), Some(hi)) = (
-        finite.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
-        finite.iter().max_by(|a, b| a.1.total_cmp(&b.1)),
-    ) {
+    let mut by_mean = finite.clone();
+    by_mean.sort_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
+    if let (Some(lo), Some(hi)) = (by_mean.first(), by_mean.last()) {
         parts.push(format!(
             "final {name}: lowest {} ({}), highest {} ({})",
             lo.0,
-            format_metric(lo.1),
+            lo.1.display(format_metric),
             hi.0,
-            format_metric(hi.1)
+            hi.1.display(format_metric)
         ));
+        // The best end: highest for accuracies, lowest otherwise.
+        let ranked: Vec<&&(String, Stats)> = if metric.ends_with("acc") {
+            by_mean.iter().rev().collect()
+        } else {
+            by_mean.iter().collect()
+        };
+        if let [best, second, ..] = ranked.as_slice()
+            && distinguishable(&best.1, &second.1) == Some(false)
+        {
+            parts.push(format!(
+                "{} and {} are not distinguishable (95% intervals overlap)",
+                best.0, second.0
+            ));
+        }
     }
     if !diverged.is_empty() {
         parts.push(format!("diverged: {}", diverged.join(", ")));

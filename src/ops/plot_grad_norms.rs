@@ -112,6 +112,7 @@ impl Op for PlotGradNorms {
                     .iter()
                     .map(|e| (e.epoch as f64, e.grad_norms[l]))
                     .collect(),
+                ..Default::default()
             })
             .collect();
         let title = ctx.params.str("title")?;

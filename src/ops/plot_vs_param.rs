@@ -3,10 +3,13 @@
 use anyhow::{Result, bail};
 
 use super::plot_curves::FIGURE_OUTPUTS;
+use super::replicates::{
+    Group, Stats, any_replicates, describe_groups, distinguishable, group, singletons,
+};
 use super::runs::load;
 use super::table::format_metric;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
-use crate::artifacts::{ItemSummary, canonical_metric, describe_params, metric_label};
+use crate::artifacts::{ItemSummary, canonical_metric, metric_label};
 use crate::plot::{LineChart, Series, line_chart};
 
 pub struct PlotVsParam;
@@ -61,7 +64,8 @@ impl Op for PlotVsParam {
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.
         // 3: it leaves out the op's defaults.
-        3
+        // 4: replicates make one point per configuration (mean, ±1 sd error bars).
+        4
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -84,9 +88,18 @@ impl Op for PlotVsParam {
         let metrics = ctx.params.str_list("metrics")?;
         let log_x = ctx.params.bool("log_x")?;
         let title = ctx.params.str("title")?;
-        let runs = load(ctx.input("runs"))?;
+        let items = ctx.input("runs");
+        let runs = load(items)?;
+        // Replicates of one configuration become one point: the mean, with ±1 sd error bars.
+        let aggregated = any_replicates(items);
+        let groups: Vec<Group> = if aggregated {
+            group(items)
+        } else {
+            singletons(items)
+        };
         let mut xs = Vec::new();
-        for run in &runs {
+        for g in &groups {
+            let run = &runs[g.members[0]];
             match run.record.params.get(param).and_then(|v| v.as_f64()) {
                 Some(x) if !log_x || x > 0.0 => xs.push(if log_x { x.log2() } else { x }),
                 Some(_) => bail!("`{}`: {param} must be positive for log_x", run.stage),
@@ -106,28 +119,54 @@ impl Op for PlotVsParam {
             let Some(canonical) = canonical_metric(metric) else {
                 bail!("unknown metric `{metric}`")
             };
-            let mut points: Vec<(f64, f64)> = runs
+            let mut points: Vec<(f64, Stats)> = groups
                 .iter()
                 .zip(&xs)
-                .map(|(r, &x)| (x, r.record.final_metric(canonical)))
+                .map(|(g, &x)| {
+                    let values = g.members.iter().map(|&i| {
+                        let r = &runs[i].record;
+                        if r.diverged && g.members.len() > 1 {
+                            f64::NAN
+                        } else {
+                            r.final_metric(canonical)
+                        }
+                    });
+                    (x, Stats::of(values))
+                })
                 .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            if let Some(best) = points
-                .iter()
-                .filter(|p| p.1.is_finite())
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-            {
-                let x = if log_x { 2f64.powf(best.0) } else { best.0 };
-                reading.push(format!(
+            let x_value = |x: f64| if log_x { 2f64.powf(x) } else { x };
+            let mut ranked: Vec<&(f64, Stats)> = points.iter().filter(|p| p.1.n > 0).collect();
+            ranked.sort_by(|a, b| b.1.mean.total_cmp(&a.1.mean));
+            if let Some(best) = ranked.first() {
+                let mut text = format!(
                     "{} peaks at {param}={} ({})",
                     metric_label(canonical),
-                    x,
-                    format_metric(best.1)
-                ));
+                    x_value(best.0),
+                    best.1.display(format_metric)
+                );
+                if let Some(second) = ranked.get(1)
+                    && distinguishable(&best.1, &second.1) == Some(false)
+                {
+                    text.push_str(&format!(
+                        ", not distinguishable from {param}={} (95% intervals overlap)",
+                        x_value(second.0)
+                    ));
+                }
+                reading.push(text);
             }
             series.push(Series {
                 label: metric_label(canonical),
-                points,
+                spread: if aggregated {
+                    points
+                        .iter()
+                        .map(|(_, s)| (s.mean - s.sd, s.mean + s.sd))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                points: points.iter().map(|(x, s)| (*x, s.mean)).collect(),
+                bars: true,
             });
         }
         let x_label = if log_x {
@@ -150,14 +189,13 @@ impl Op for PlotVsParam {
             },
             &ctx.out_dir.join("plot"),
         )?;
-        let records: Vec<_> = runs.iter().map(|r| &r.record).collect();
         ItemSummary {
             id: ctx.params.str("id")?.into(),
             title: title.into(),
             figures: vec!["plot.png".into(), "plot.svg".into()],
             table_md: None,
             reading: reading.join("; "),
-            params: describe_params(&records),
+            params: describe_groups(&runs, &groups, aggregated),
         }
         .write(ctx.out_dir)
     }

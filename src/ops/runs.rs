@@ -19,7 +19,11 @@ pub fn label_of(item: &InputItem) -> String {
         && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
     {
         let pick = v["pick"].as_str().unwrap_or("selected");
-        let stage = v["stage"].as_str().unwrap_or("?");
+        // With replicates, the configuration chosen (by its mean), not the replicate handed on.
+        let stage = v["configuration"]
+            .as_str()
+            .or(v["stage"].as_str())
+            .unwrap_or("?");
         return format!("{pick}: {stage}");
     }
     if item.labels.is_empty() {

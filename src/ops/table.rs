@@ -6,6 +6,7 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
+use super::replicates::{Group, Stats, any_replicates, distinguishable, group, replicate_counts};
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
 use crate::artifacts::{ItemSummary, RunRecord, canonical_metric, describe_params, metric_label};
 use crate::spec::format_value;
@@ -84,7 +85,8 @@ impl Op for Table {
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.
         // 3: it leaves out the op's defaults.
-        3
+        // 4: replicates make one row per configuration (mean ± sd, N).
+        4
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -106,101 +108,188 @@ impl Op for Table {
         let columns = ctx.params.str_list("columns")?;
         let rank_by = ctx.params.str("rank_by")?;
         let title = ctx.params.str("title")?;
+        let items = ctx.input("runs");
         let mut runs = Vec::new();
-        for item in ctx.input("runs") {
-            runs.push((
-                item,
-                RunRecord::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?,
-            ));
+        for item in items {
+            runs.push(RunRecord::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?);
         }
-        let runs_have = |c: &str| runs.iter().any(|(_, r)| r.params.contains_key(c));
-        let cell = |item: &super::InputItem, run: &RunRecord, column: &str| -> Result<String> {
+        // One row per configuration: its replicates (if any) summarised.
+        let aggregated = any_replicates(items);
+        let groups: Vec<Group> = if aggregated {
+            group(items)
+        } else {
+            (0..items.len())
+                .map(|i| Group {
+                    name: items[i].stage.clone(),
+                    labels: items[i].labels.clone(),
+                    members: vec![i],
+                })
+                .collect()
+        };
+        let runs_have = |c: &str| runs.iter().any(|r| r.params.contains_key(c));
+        let value_of = |run: &RunRecord, metric: &str| {
+            if run.diverged {
+                f64::NAN
+            } else {
+                run.final_metric(metric)
+            }
+        };
+        let stats_of = |g: &Group, metric: &str| {
+            Stats::of(g.members.iter().map(|&i| value_of(&runs[i], metric)))
+        };
+        let shared = |g: &Group, text: &dyn Fn(&RunRecord) -> Option<String>| -> Option<String> {
+            let first = text(&runs[g.members[0]]);
+            g.members
+                .iter()
+                .all(|&i| text(&runs[i]) == first)
+                .then_some(first)
+                .flatten()
+        };
+        // A cell, and for metrics of replicated rows the standard deviation (CSV column `_sd`).
+        let cell = |g: &Group, column: &str| -> Result<(String, Option<f64>)> {
+            let first = &runs[g.members[0]];
+            let single = g.members.len() == 1;
             Ok(match column {
-                "stage" => item.stage.clone(),
-                "steps_per_epoch" => run.steps_per_epoch.to_string(),
-                "n_parameters" => run.n_parameters.to_string(),
-                "diverged" => run.diverged.to_string(),
+                "stage" => (g.name.clone(), None),
+                "steps_per_epoch" => (
+                    shared(g, &|r| Some(r.steps_per_epoch.to_string())).unwrap_or_else(|| "varies".into()),
+                    None,
+                ),
+                "n_parameters" => (
+                    shared(g, &|r| Some(r.n_parameters.to_string())).unwrap_or_else(|| "varies".into()),
+                    None,
+                ),
+                "diverged" if single => (first.diverged.to_string(), None),
+                "diverged" => (
+                    format!(
+                        "{}/{}",
+                        g.members.iter().filter(|&&i| runs[i].diverged).count(),
+                        g.members.len()
+                    ),
+                    None,
+                ),
                 // A parameter first (`lr` is also recorded per epoch, but the setting is meant).
                 c if canonical_metric(c).is_some() && !runs_have(c) => {
-                    format_metric(run.final_metric(c))
+                    let metric = canonical_metric(c).unwrap_or(c);
+                    if single {
+                        (format_metric(first.final_metric(metric)), None)
+                    } else {
+                        let stats = stats_of(g, metric);
+                        (stats.display(format_metric), Some(stats.sd))
+                    }
                 }
-                c => match run.params.get(c) {
-                    Some(v) => format_value(v),
+                c => match shared(g, &|r| r.params.get(c).map(format_value)) {
+                    Some(v) => (v, None),
+                    None if g.members.iter().any(|&i| runs[i].params.contains_key(c)) => {
+                        ("varies".to_string(), None)
+                    }
                     // A parameter of some runs only (e.g. the lr of the neural baselines).
-                    None if runs_have(c) => "—".to_string(),
+                    None if runs_have(c) => ("—".to_string(), None),
                     None => anyhow::bail!(
                         "unknown column `{c}`: not a metric, nor a parameter of `{}`{}",
-                        item.stage,
-                        crate::suggest::did_you_mean(c, run.params.keys().map(String::as_str))
+                        items[g.members[0]].stage,
+                        crate::suggest::did_you_mean(c, first.params.keys().map(String::as_str))
                     ),
                 },
             })
         };
         let mut rows = Vec::new();
-        for (item, run) in &runs {
+        for g in &groups {
             rows.push(
                 columns
                     .iter()
-                    .map(|c| cell(item, run, c))
+                    .map(|c| cell(g, c))
                     .collect::<Result<Vec<_>>>()?,
             );
         }
 
-        // Each run's score by `rank_by` (higher is better; diverged runs lowest).
-        let scores = if rank_by.is_empty() {
+        // Each row's score by `rank_by` (higher is better; diverged runs lowest): the mean over
+        // the replicates that did not diverge.
+        let metric = if rank_by.is_empty() {
             None
         } else {
-            let metric = canonical_metric(rank_by)
-                .with_context(|| format!("unknown metric `{rank_by}` for rank_by"))?;
-            let sign = if metric.ends_with("_acc") { 1.0 } else { -1.0 };
-            let values: Vec<f64> = runs
-                .iter()
-                .map(|(_, r)| {
-                    let v = r.final_metric(metric);
-                    if v.is_finite() && !r.diverged {
-                        sign * v
-                    } else {
-                        f64::NEG_INFINITY
-                    }
-                })
-                .collect();
-            Some((metric, values))
+            Some(
+                canonical_metric(rank_by)
+                    .with_context(|| format!("unknown metric `{rank_by}` for rank_by"))?,
+            )
         };
-        let ranking = scores.as_ref().and_then(|(metric, values)| {
-            let best =
-                (0..runs.len()).max_by(|&a, &b| values[a].total_cmp(&values[b]).then(b.cmp(&a)));
-            let worst =
-                (0..runs.len()).min_by(|&a, &b| values[a].total_cmp(&values[b]).then(a.cmp(&b)));
-            best.zip(worst).map(|(b, w)| (*metric, b, w))
+        let scores: Option<Vec<f64>> = metric.map(|metric| {
+            let sign = if metric.ends_with("_acc") { 1.0 } else { -1.0 };
+            groups
+                .iter()
+                .map(|g| {
+                    let mean = stats_of(g, metric).mean;
+                    if mean.is_finite() { sign * mean } else { f64::NEG_INFINITY }
+                })
+                .collect()
         });
-        // The best `best_per_group` runs of each group (e.g. each baseline), when asked.
+        let order: Vec<usize> = match &scores {
+            Some(values) => {
+                let mut order: Vec<usize> = (0..groups.len()).collect();
+                order.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+                order
+            }
+            None => Vec::new(),
+        };
+        let ranking = metric.zip(order.first().copied().zip(order.last().copied()));
+        // The best `best_per_group` rows of each group (e.g. each baseline), when asked.
         let group_by = ctx.params.str("group_by")?;
         let per_group = ctx.params.usize("best_per_group")?;
         let mut group_best: Vec<(usize, String)> = Vec::new();
-        if let (false, Some((_, values))) = (group_by.is_empty() || per_group == 0, &scores) {
-            let group_of =
-                |r: &RunRecord| r.params.get(group_by).map(format_value).unwrap_or_default();
-            let mut groups: Vec<String> = runs.iter().map(|(_, r)| group_of(r)).collect();
-            groups.dedup();
-            for group in groups {
-                let mut members: Vec<usize> = (0..runs.len())
-                    .filter(|&i| group_of(&runs[i].1) == group)
-                    .collect();
-                members.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+        if !(group_by.is_empty() || per_group == 0 || order.is_empty()) {
+            let group_of = |g: &Group| {
+                runs[g.members[0]]
+                    .params
+                    .get(group_by)
+                    .map(format_value)
+                    .unwrap_or_default()
+            };
+            let mut kinds: Vec<String> = groups.iter().map(group_of).collect();
+            kinds.dedup();
+            for kind in kinds {
                 group_best.extend(
-                    members
-                        .into_iter()
+                    order
+                        .iter()
+                        .filter(|&&i| group_of(&groups[i]) == kind)
                         .take(per_group)
-                        .map(|i| (i, group.clone())),
+                        .map(|&i| (i, kind.clone())),
                 );
             }
         }
 
         let mut csv =
             csv::Writer::from_path(ctx.out_dir.join("table.csv")).context("writing table.csv")?;
-        csv.write_record(&columns)?;
-        for row in &rows {
-            csv.write_record(row)?;
+        // Replicated rows: each metric's mean, then its standard deviation, then N.
+        let sd_columns: Vec<bool> = (0..columns.len())
+            .map(|c| rows.iter().any(|r| r[c].1.is_some()))
+            .collect();
+        let mut header: Vec<String> = Vec::new();
+        for (c, name) in columns.iter().enumerate() {
+            header.push(name.clone());
+            if sd_columns[c] {
+                header.push(format!("{name}_sd"));
+            }
+        }
+        if aggregated {
+            header.push("n".into());
+        }
+        csv.write_record(&header)?;
+        for (g, row) in groups.iter().zip(&rows) {
+            let mut record = Vec::new();
+            for (c, (text, sd)) in row.iter().enumerate() {
+                if sd_columns[c] {
+                    let metric = canonical_metric(&columns[c]).unwrap_or(&columns[c]);
+                    let stats = stats_of(g, metric);
+                    record.push(csv_number(stats.mean));
+                    record.push(sd.map_or(String::new(), csv_number));
+                } else {
+                    record.push(text.clone());
+                }
+            }
+            if aggregated {
+                record.push(g.members.len().to_string());
+            }
+            csv.write_record(&record)?;
         }
         csv.flush()?;
 
@@ -208,43 +297,96 @@ impl Op for Table {
         if !title.is_empty() {
             let _ = writeln!(md, "**{title}**\n");
         }
-        let _ = writeln!(md, "| {} |", columns.join(" | "));
-        let _ = writeln!(md, "|{}", "---|".repeat(columns.len()));
-        for (i, row) in rows.iter().enumerate() {
-            let mark = match (ranking, group_best.iter().find(|(g, _)| *g == i)) {
-                (Some((_, _, w)), _) if w == i => " *(worst)*".to_string(),
-                (_, Some((_, group))) => format!(" **(best of {group})**"),
-                (Some((_, b, _)), _) if b == i && group_best.is_empty() => {
+        let mut md_columns = columns.clone();
+        if aggregated {
+            md_columns.push("N".into());
+        }
+        let _ = writeln!(md, "| {} |", md_columns.join(" | "));
+        let _ = writeln!(md, "|{}", "---|".repeat(md_columns.len()));
+        for (i, (g, row)) in groups.iter().zip(&rows).enumerate() {
+            let mark = match (ranking, group_best.iter().find(|(b, _)| *b == i)) {
+                (Some((_, (_, w))), _) if w == i && groups.len() > 1 => " *(worst)*".to_string(),
+                (_, Some((_, kind))) => format!(" **(best of {kind})**"),
+                (Some((_, (b, _))), _) if b == i && group_best.is_empty() => {
                     " **(best)**".to_string()
                 }
                 _ => String::new(),
             };
-            let _ = writeln!(md, "| {}{mark} |", row.join(" | "));
+            let mut cells: Vec<String> = row.iter().map(|(text, _)| text.clone()).collect();
+            if aggregated {
+                cells.push(g.members.len().to_string());
+            }
+            let _ = writeln!(md, "| {}{mark} |", cells.join(" | "));
+        }
+        if aggregated {
+            let _ = writeln!(
+                md,
+                "\nMean ± sample standard deviation over N replicates (seeds); ranked by the mean."
+            );
         }
         fs::write(ctx.out_dir.join("table.md"), &md).context("writing table.md")?;
 
+        let describe = |g: &Group, metric: &str| {
+            if g.members.len() == 1 {
+                format_metric(value_of(&runs[g.members[0]], metric))
+            } else {
+                format!(
+                    "{}, N={}",
+                    stats_of(g, metric).display(format_metric),
+                    g.members.len()
+                )
+            }
+        };
         let reading = match ranking {
-            Some((metric, b, w)) => format!(
-                "best {}: {} ({}); worst: {} ({})",
-                metric_label(metric),
-                runs[b].0.stage,
-                format_metric(runs[b].1.final_metric(metric)),
-                runs[w].0.stage,
-                format_metric(runs[w].1.final_metric(metric)),
-            ),
+            Some((metric, (b, w))) => {
+                let mut text = format!(
+                    "best {}: {} ({}); worst: {} ({})",
+                    metric_label(metric),
+                    groups[b].name,
+                    describe(&groups[b], metric),
+                    groups[w].name,
+                    describe(&groups[w], metric),
+                );
+                if let Some(&second) = order.get(1) {
+                    let (best, next) = (stats_of(&groups[b], metric), stats_of(&groups[second], metric));
+                    match distinguishable(&best, &next) {
+                        Some(false) => text.push_str(&format!(
+                            "; the best and the runner-up {} ({}) are not distinguishable (95% intervals overlap)",
+                            groups[second].name,
+                            describe(&groups[second], metric)
+                        )),
+                        Some(true) => text.push_str(&format!(
+                            "; ahead of the runner-up {} beyond the 95% intervals",
+                            groups[second].name
+                        )),
+                        None => {}
+                    }
+                }
+                text
+            }
             None => format!("{} runs", runs.len()),
         };
-        let records: Vec<&RunRecord> = runs.iter().map(|(_, r)| r).collect();
+        let representatives: Vec<&RunRecord> =
+            groups.iter().map(|g| &runs[g.members[0]]).collect();
+        let mut params = describe_params(&representatives);
+        if aggregated {
+            params.retain(|(k, _)| k != "seed");
+            params.push(("replicates".into(), replicate_counts(&groups)));
+        }
         ItemSummary {
             id: ctx.params.str("id")?.to_string(),
             title: title.to_string(),
             figures: vec![],
             table_md: Some("table.md".into()),
             reading,
-            params: describe_params(&records),
+            params,
         }
         .write(ctx.out_dir)
     }
+}
+
+fn csv_number(v: f64) -> String {
+    if v.is_finite() { format!("{v}") } else { String::new() }
 }
 
 pub fn format_metric(v: f64) -> String {

@@ -17,11 +17,12 @@ use serde_json::{Map, Value, json};
 use crate::ops::{self, GpuUse, InputKind, Op, Params};
 use crate::results::member_folder;
 use crate::spec::{
-    Assignment, DeviceChoice, Diagnostics, InputRef, Pipeline, Publish, SpecError, StageSpec,
-    format_value,
+    Assignment, DeviceChoice, Diagnostics, InputRef, Pipeline, Publish, REPLICATE_LABEL,
+    SpecError, StageSpec,
 };
 use crate::suggest::did_you_mean;
 
+pub use crate::spec::member_name;
 pub use hash::{FileHasher, KEY_VERSION, key_of};
 
 /// One input binding: the upstream member and the node that produces it.
@@ -127,16 +128,21 @@ impl Plan {
     }
 }
 
-/// The member name: `base` or `base[k=v,k2=v2]`.
-pub fn member_name(base: &str, labels: &Assignment) -> String {
-    if labels.is_empty() {
-        return base.to_string();
+/// The seed of replicate `r` (1-based) of a stage whose seed is `base`. Replicate 1 keeps the
+/// stage's own seed, so adding `replicates:` to a stage reuses the run it had; the others hash
+/// (base, r) with blake3, which is the same on every machine. Seeds stay below 2³¹ for the ops
+/// and tools that take 32-bit seeds.
+pub fn replicate_seed(base: i64, r: usize) -> i64 {
+    if r <= 1 {
+        return base;
     }
-    let inner: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}={}", format_value(v)))
-        .collect();
-    format!("{base}[{}]", inner.join(","))
+    let mut h = blake3::Hasher::new();
+    h.update(b"pipeline/replicate-seed/v1");
+    h.update(&base.to_le_bytes());
+    h.update(&(r as u64).to_le_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    (u64::from_le_bytes(first) % (1 << 31)) as i64
 }
 
 /// Splits `lr[lr=0.01]` into (`lr`, Some(`lr[lr=0.01]`)).
@@ -482,7 +488,11 @@ impl Planner<'_> {
 
         // Members: the product of mapped upstream stages and the stage's own sweep. Counted
         // before anything is built, so that a huge grid is refused, not allocated.
-        let mut count = spec.sweep.as_ref().map_or(Some(1), |s| s.count());
+        let mut count = spec
+            .sweep
+            .as_ref()
+            .map_or(Some(1), |s| s.count())
+            .and_then(|c| c.checked_mul(spec.replicates));
         for (_, r) in &resolved {
             if let Resolved::Mapped(upstream) = r {
                 count = count.and_then(|c| c.checked_mul(self.members[upstream].len()));
@@ -548,17 +558,73 @@ impl Planner<'_> {
                 }
             };
         }
+        let replicates: Vec<Option<usize>> = if spec.replicates > 1 {
+            if !op.open_params() && !op.params().iter().any(|p| p.name == "seed") {
+                diags.push_path(
+                    at(&["replicates"]),
+                    format!(
+                        "stage `{}`: op `{}` has no `seed` parameter, so its replicates would all be the same",
+                        spec.name,
+                        op.name()
+                    ),
+                    Some("replicate the training stages; gathering stages (tables, plots) summarise their replicates".into()),
+                );
+                return;
+            }
+            let replicated = |stage: &usize| {
+                self.stages[*stage]
+                    .labels
+                    .iter()
+                    .any(|(k, _)| k == REPLICATE_LABEL)
+            };
+            if let Some(upstream) = resolved.iter().find_map(|(_, r)| match r {
+                Resolved::Mapped(up) if self.members[up].iter().any(replicated) => Some(up),
+                _ => None,
+            }) {
+                diags.push_path(
+                    at(&["replicates"]),
+                    format!(
+                        "stage `{}` maps over the replicates of `{upstream}` already, one member per replicate",
+                        spec.name
+                    ),
+                    Some(format!("remove `replicates` here, or from `{upstream}`")),
+                );
+                return;
+            }
+            if sweep_keys.iter().any(|k| k == REPLICATE_LABEL) {
+                diags.push_path(
+                    at(&["sweep"]),
+                    format!(
+                        "stage `{}`: `{REPLICATE_LABEL}` names the replicates; sweep a parameter of another name",
+                        spec.name
+                    ),
+                    None,
+                );
+                return;
+            }
+            (1..=spec.replicates).map(Some).collect()
+        } else {
+            vec![None]
+        };
         let sweep_members = spec
             .sweep
             .as_ref()
             .map(|s| s.expand())
             .unwrap_or_else(|| vec![Vec::new()]);
-        let many = combos.len() * sweep_members.len() > 1;
+        let many = combos.len() * sweep_members.len() * replicates.len() > 1;
         for (up_labels, bound) in &combos {
-            for assignment in &sweep_members {
+            for (assignment, &rep) in sweep_members
+                .iter()
+                .flat_map(|a| replicates.iter().map(move |r| (a, r)))
+            {
                 let mut labels = up_labels.clone();
                 labels.extend(assignment.iter().cloned());
-                if let Err(errors) = self.plan_member(spec, op, labels, assignment, bound, many) {
+                if let Some(r) = rep {
+                    labels.push((REPLICATE_LABEL.to_string(), Value::from(r)));
+                }
+                if let Err(errors) =
+                    self.plan_member(spec, op, labels, assignment, rep, bound, many)
+                {
                     for (key, e) in errors {
                         // Point at the parameter where the stage or its sweep sets it.
                         let path = match key {
@@ -633,6 +699,7 @@ impl Planner<'_> {
         op: &'static dyn Op,
         labels: Assignment,
         assignment: &Assignment,
+        replicate: Option<usize>,
         bound: &[(String, Vec<usize>)],
         many: bool,
     ) -> Result<(), Vec<(Option<String>, String)>> {
@@ -642,12 +709,27 @@ impl Planner<'_> {
         } else {
             String::new()
         };
-        let params = resolve_params(op, &spec.params, assignment).map_err(|errors| {
+        let mut params = resolve_params(op, &spec.params, assignment).map_err(|errors| {
             errors
                 .into_iter()
                 .map(|(key, e)| (Some(key), format!("{which}{e}")))
                 .collect::<Vec<_>>()
         })?;
+        if let Some(r) = replicate {
+            // An open op (shell) without a seed gets one, as it gets every other parameter.
+            let base = match params.0.get("seed") {
+                None => 0,
+                Some(v) => v.as_i64().ok_or_else(|| {
+                    vec![(
+                        Some("seed".to_string()),
+                        format!("{which}replicates vary `seed`, which must be an integer here, not {v}"),
+                    )]
+                })?,
+            };
+            params
+                .0
+                .insert("seed".into(), Value::from(replicate_seed(base, r)));
+        }
         let device = resolve_device(spec, op.gpu(&params))
             .map_err(|e| vec![(Some(DEVICE_KEY.to_string()), format!("{which}{e}"))])?;
         let mut files = BTreeMap::new();
@@ -841,6 +923,98 @@ mod tests {
         let c = &p.nodes[p.stages[4].node];
         assert_eq!(c.inputs[0].1.len(), 2);
         assert_eq!(c.deps.len(), 2);
+    }
+
+    #[test]
+    fn replicates_vary_the_seed_only_and_map_downstream() {
+        let head = "stages:\n  m: {op: data.synthetic_map}\n  d: {op: data.csv, inputs: {csv: m}}\n";
+        let single = plan(&format!(
+            "{head}  g: {{op: train.mlp, inputs: {{data: d}}, params: {{seed: 7}}, sweep: {{width: [8, 16]}}}}\n"
+        ))
+        .unwrap();
+        let p = plan(&format!(
+            "{head}  g: {{op: train.mlp, inputs: {{data: d}}, params: {{seed: 7}}, sweep: {{width: [8, 16]}}, replicates: 3}}\n  \
+             t: {{op: table, inputs: {{runs: g}}, params: {{columns: [width]}}}}\n  \
+             b: {{op: plot.boundary, inputs: {{run: g}}}}\n"
+        ))
+        .unwrap();
+        let g: Vec<&PlannedStage> = p.stages.iter().filter(|s| s.base == "g").collect();
+        assert_eq!(
+            g.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            [
+                "g[width=8,rep=1]",
+                "g[width=8,rep=2]",
+                "g[width=8,rep=3]",
+                "g[width=16,rep=1]",
+                "g[width=16,rep=2]",
+                "g[width=16,rep=3]"
+            ]
+        );
+        let seed = |s: &PlannedStage| p.nodes[s.node].params.0["seed"].as_i64().unwrap();
+        let seeds: Vec<i64> = g.iter().map(|s| seed(s)).collect();
+        assert_eq!(seeds[..3], [7, replicate_seed(7, 2), replicate_seed(7, 3)]);
+        assert_eq!(seeds[..3], seeds[3..], "replicate r has the same seed in every configuration");
+        // Replicate 1 is the stage as it was: same key, so the earlier run is reused.
+        let single_g: Vec<&str> = single
+            .stages
+            .iter()
+            .filter(|s| s.base == "g")
+            .map(|s| single.nodes[s.node].key.as_str())
+            .collect();
+        assert_eq!(p.nodes[g[0].node].key, single_g[0]);
+        assert_eq!(p.nodes[g[3].node].key, single_g[1]);
+        // Only the seed differs between replicates.
+        let mut a = p.nodes[g[0].node].params.0.clone();
+        let mut b = p.nodes[g[1].node].params.0.clone();
+        a.remove("seed");
+        b.remove("seed");
+        assert_eq!(a, b);
+        // A gathering stage gets all six; a mapped one gets one member per replicate.
+        assert_eq!(p.nodes[p.stages[p.select("t")[0]].node].inputs[0].1.len(), 6);
+        assert_eq!(
+            p.select("b")
+                .iter()
+                .map(|&i| p.stages[i].name.as_str())
+                .collect::<Vec<_>>()[1],
+            "b[width=8,rep=2]"
+        );
+    }
+
+    #[test]
+    fn replicate_seeds_are_pinned() {
+        // The same on every machine and every run: changing them changes every replicate's key.
+        assert_eq!(replicate_seed(7, 1), 7);
+        assert_eq!(
+            [replicate_seed(0, 2), replicate_seed(0, 3), replicate_seed(42, 2)],
+            PINNED_SEEDS
+        );
+        assert!((2..50).all(|r| (0..1 << 31).contains(&replicate_seed(-5, r))));
+    }
+    const PINNED_SEEDS: [i64; 3] = [0, 0, 0];
+
+    #[test]
+    fn replicates_are_refused_where_they_cannot_differ() {
+        let head = "stages:\n  m: {op: data.synthetic_map}\n  d: {op: data.csv, inputs: {csv: m}}\n  \
+                    g: {op: train.mlp, inputs: {data: d}, replicates: 2}\n";
+        let err = plan(&format!(
+            "{head}  t: {{op: table, inputs: {{runs: g}}, params: {{columns: [width]}}, replicates: 2}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("op `table` has no `seed` parameter"), "{err}");
+        assert!(err.contains("p.yaml:5"), "{err}");
+        let err = plan(&format!(
+            "{head}  s: {{op: shell, params: {{cmd: 'true'}}, inputs: {{x: g}}, replicates: 2}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("maps over the replicates of `g` already"), "{err}");
+        let err = plan(&format!(
+            "{head}  e: {{op: train.mlp, inputs: {{data: d}}, replicates: 0}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("from 1 to 1000"), "{err}");
     }
 
     #[test]

@@ -96,6 +96,9 @@ struct Prepared {
     color: RGBColor,
     dashed: bool,
     runs: Vec<Vec<(f64, f64)>>,
+    /// (x, low, high) of the drawable points that have a finite spread, in runs like `runs`.
+    spread: Vec<Vec<(f64, f64, f64)>>,
+    bars: bool,
     n_drawn: usize,
 }
 
@@ -109,19 +112,39 @@ fn prepare(chart: &LineChart) -> (Vec<Prepared>, Option<Bounds>) {
     for (i, s) in chart.series.iter().enumerate() {
         let mut runs = Vec::new();
         let mut run = Vec::new();
+        let mut spread = Vec::new();
+        let mut spread_run = Vec::new();
         let mut n_drawn = 0;
-        for &(x, y) in &s.points {
+        for (j, &(x, y)) in s.points.iter().enumerate() {
             if x.is_finite() && y.is_finite() && (!chart.log_y || y > 0.0) {
                 run.push((x, y));
                 n_drawn += 1;
                 let b = bounds.get_or_insert((x, x, y, y));
                 *b = (b.0.min(x), b.1.max(x), b.2.min(y), b.3.max(y));
-            } else if !run.is_empty() {
-                runs.push(std::mem::take(&mut run));
+                match s.spread.get(j) {
+                    Some(&(lo, hi))
+                        if lo.is_finite() && hi.is_finite() && (!chart.log_y || lo > 0.0) =>
+                    {
+                        spread_run.push((x, lo, hi));
+                        *b = (b.0, b.1, b.2.min(lo), b.3.max(hi));
+                    }
+                    _ if !spread_run.is_empty() => spread.push(std::mem::take(&mut spread_run)),
+                    _ => {}
+                }
+            } else {
+                if !run.is_empty() {
+                    runs.push(std::mem::take(&mut run));
+                }
+                if !spread_run.is_empty() {
+                    spread.push(std::mem::take(&mut spread_run));
+                }
             }
         }
         if !run.is_empty() {
             runs.push(run);
+        }
+        if !spread_run.is_empty() {
+            spread.push(spread_run);
         }
         let diverged = s.points.iter().any(|p| !p.1.is_finite());
         let label = if s.points.is_empty() {
@@ -139,6 +162,8 @@ fn prepare(chart: &LineChart) -> (Vec<Prepared>, Option<Bounds>) {
             // Past the palette, colours repeat: dashes tell the repeats apart.
             dashed: (i / PALETTE_LEN) % 2 == 1,
             runs,
+            spread,
+            bars: s.bars,
             n_drawn,
         });
     }
@@ -261,6 +286,36 @@ where
         .light_line_style(TRANSPARENT)
         .axis_style(BLACK.mix(0.6))
         .draw()?;
+
+    // Spreads first, under every line: a shaded band, or error bars with caps.
+    for p in &prepared {
+        for run in &p.spread {
+            if p.bars {
+                let style = ShapeStyle::from(&p.color.mix(0.7)).stroke_width(1);
+                for &(x, lo, hi) in run {
+                    ctx.draw_series(std::iter::once(PathElement::new(
+                        vec![(x, lo), (x, hi)],
+                        style,
+                    )))?;
+                    for y in [lo, hi] {
+                        ctx.draw_series(std::iter::once(
+                            EmptyElement::at((x, y)) + PathElement::new(vec![(-4, 0), (4, 0)], style),
+                        ))?;
+                    }
+                }
+            } else if run.len() >= 2 {
+                let outline: Vec<(f64, f64)> = run
+                    .iter()
+                    .map(|&(x, _, hi)| (x, hi))
+                    .chain(run.iter().rev().map(|&(x, lo, _)| (x, lo)))
+                    .collect();
+                ctx.draw_series(std::iter::once(Polygon::new(
+                    outline,
+                    p.color.mix(0.18).filled(),
+                )))?;
+            }
+        }
+    }
 
     let mut samples = Vec::new();
     for p in &prepared {

@@ -29,6 +29,10 @@ pub use line::{line_chart, line_charts};
 pub struct Series {
     pub label: String,
     pub points: Vec<(f64, f64)>,
+    /// The spread around each point, (low, high) in step with `points` (e.g. mean ± sd over
+    /// replicates); empty for none. Line charts shade it, or draw error bars with `bars`.
+    pub spread: Vec<(f64, f64)>,
+    pub bars: bool,
 }
 
 /// A line chart. Non-finite points are skipped (the curve is broken there rather than joined

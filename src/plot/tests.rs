@@ -55,6 +55,7 @@ fn series(label: &str, points: Vec<(f64, f64)>) -> Series {
     Series {
         label: label.to_string(),
         points,
+        ..Default::default()
     }
 }
 

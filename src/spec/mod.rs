@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 pub use diagnostics::{Diagnostic, Diagnostics, SpecError};
-pub use sweep::{Assignment, Sweep};
+pub use sweep::{Assignment, Sweep, member_name};
 pub use value::{format_value, parse_scalar, yaml_to_json, yaml_to_json_at};
 
 #[derive(Debug, Clone)]
@@ -33,12 +33,20 @@ pub struct StageSpec {
     pub params: Map<String, Value>,
     pub inputs: Vec<(String, InputRef)>,
     pub sweep: Option<Sweep>,
+    /// Copies of every member that differ only in their seed (1: no replicates).
+    pub replicates: usize,
     pub resources: Resources,
     /// `device:` as written; `None` leaves the op's default.
     pub device: Option<DeviceChoice>,
     pub publish: Publish,
     pub doc: Option<String>,
 }
+
+/// The label that numbers a replicate in member names: `grid[width=16,rep=2]`.
+pub const REPLICATE_LABEL: &str = "rep";
+
+/// The most replicates a stage may ask for.
+pub const MAX_REPLICATES: u64 = 1000;
 
 /// Where a stage computes (`device: cpu|gpu|auto`; `cuda` reads as `gpu`). Not part of the
 /// stage's key: a GPU changes the last bits of the numbers, not what is computed.
@@ -168,6 +176,7 @@ const STAGE_KEYS: &[&str] = &[
     "params",
     "inputs",
     "sweep",
+    "replicates",
     "resources",
     "device",
     "publish",
@@ -465,6 +474,22 @@ fn parse_stage(
             }
         },
     };
+    let replicates = match body.get("replicates") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_REPLICATES).contains(&n) => n as usize,
+            _ => {
+                diags.push_path(
+                    at("replicates"),
+                    format!(
+                        "stage `{name}`: `replicates` must be an integer from 1 to {MAX_REPLICATES}"
+                    ),
+                    Some("e.g. `replicates: 3` runs three copies with different seeds".into()),
+                );
+                1
+            }
+        },
+    };
     let mut resources = Resources::default();
     match body.get("resources") {
         None | Some(Value::Null) => {}
@@ -593,6 +618,7 @@ fn parse_stage(
         params: stage_params,
         inputs,
         sweep,
+        replicates,
         resources,
         device,
         publish,
