@@ -4,6 +4,7 @@
 use anyhow::{Context, Result, bail};
 
 use super::plot_curves::FIGURE_OUTPUTS;
+use super::replicates::{any_replicates, group, group_label, replicate_of};
 use super::runs::label_of;
 use super::table::format_metric;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
@@ -73,7 +74,8 @@ impl Op for PlotBoundary {
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.
         // 3: it leaves out the op's defaults.
-        3
+        // 4: one panel per configuration when the models have replicates.
+        4
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -140,7 +142,30 @@ impl Op for PlotBoundary {
         let mut panels = Vec::new();
         let mut records = Vec::new();
         let mut reading = Vec::new();
-        for item in ctx.input("models") {
+        // Replicates of one configuration would draw near-identical panels: the first stands for
+        // them, and its title says so.
+        let models = ctx.input("models");
+        let shown: Vec<(&super::InputItem, String)> = if any_replicates(models) {
+            group(models)
+                .iter()
+                .map(|g| {
+                    let label = if g.members.len() > 1 {
+                        format!(
+                            "{} (replicate {} of {})",
+                            group_label(g),
+                            replicate_of(&models[g.members[0]]).unwrap_or(1),
+                            g.members.len()
+                        )
+                    } else {
+                        label_of(&models[g.members[0]])
+                    };
+                    (&models[g.members[0]], label)
+                })
+                .collect()
+        } else {
+            models.iter().map(|m| (m, label_of(m))).collect()
+        };
+        for (item, label) in shown {
             let text = std::fs::read_to_string(item.dir.join("model.json")).with_context(|| {
                 format!(
                     "input `{}` is not a trained model (no model.json)",
@@ -165,7 +190,6 @@ impl Op for PlotBoundary {
             let model = NativeMlp::load(&model_file.config, &item.dir.join("model.safetensors"))?;
             let classes = predict(&model, &features, 4096);
             let record = RunRecord::read(&item.dir).ok();
-            let label = label_of(item);
             let acc = record
                 .as_ref()
                 .map(|r| r.final_metric("test_acc"))

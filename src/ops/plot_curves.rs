@@ -3,8 +3,8 @@
 use anyhow::{Result, bail};
 
 use super::replicates::{
-    Group, Stats, any_replicates, describe_groups, distinguishable, group, group_label,
-    mean_curve, replicate_counts, singletons,
+    Group, Stats, any_replicates, describe_groups, distinguishable, group, group_label, mean_curve,
+    replicate_counts, singletons,
 };
 use super::runs::{downsample, load};
 use super::table::format_metric;

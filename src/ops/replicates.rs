@@ -139,18 +139,29 @@ impl Stats {
     }
 }
 
-/// Whether two configurations' 95% intervals are apart; `None` if either has fewer than 2 values.
+/// Whether two configurations' 95% intervals are apart. A configuration with one value beside
+/// a replicated one counts as exact (in a table of replicated runs, a single run is one whose
+/// op has no seed, such as gradient boosting): then the question is whether that value lies
+/// outside the other's interval. `None` when neither has an interval or a side has no value.
 pub fn distinguishable(a: &Stats, b: &Stats) -> Option<bool> {
-    let ((alo, ahi), (blo, bhi)) = (a.ci95()?, b.ci95()?);
+    let interval = |s: &Stats| match s.n {
+        0 => None,
+        1 => Some((s.mean, s.mean)),
+        _ => s.ci95(),
+    };
+    if a.n < 2 && b.n < 2 {
+        return None;
+    }
+    let ((alo, ahi), (blo, bhi)) = (interval(a)?, interval(b)?);
     Some(ahi < blo || bhi < alo)
 }
 
 /// The two-sided 95% quantile of Student's t with `df` degrees of freedom.
 pub fn t95(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-        2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     match df {
         0 => f64::INFINITY,
@@ -187,9 +198,11 @@ pub fn group_label(g: &Group) -> String {
     }
 }
 
+type Points = Vec<(f64, f64)>;
+
 /// The pointwise mean of curves with the same x positions, and ±1 sample sd around it (empty
 /// for a single curve). Points missing from shorter curves are left out of that point's mean.
-pub fn mean_curve(curves: &[Vec<(f64, f64)>]) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+pub fn mean_curve(curves: &[Points]) -> (Points, Points) {
     if let [only] = curves {
         return (only.clone(), Vec::new());
     }
@@ -262,11 +275,17 @@ mod tests {
         let d = Stats::of([1.0, f64::NAN, 3.0]);
         assert_eq!((d.n, d.mean, d.diverged), (2, 2.0, 1));
         assert!((d.sd - 2f64.sqrt()).abs() < 1e-12);
-        assert_eq!(d.display(|v| format!("{v}")), "2 ± 1.4142135623730951 (1 diverged)");
+        assert_eq!(
+            d.display(|v| format!("{v}")),
+            "2 ± 1.4142135623730951 (1 diverged)"
+        );
         let one = Stats::of([0.5]);
         assert!(one.sd.is_nan() && one.ci95().is_none());
         assert_eq!(one.display(|v| format!("{v}")), "0.5");
-        assert_eq!(Stats::of([f64::NAN]).display(|v| format!("{v}")), "diverged");
+        assert_eq!(
+            Stats::of([f64::NAN]).display(|v| format!("{v}")),
+            "diverged"
+        );
     }
 
     #[test]
@@ -276,7 +295,10 @@ mod tests {
         let far = Stats::of([0.90, 0.91, 0.92]);
         assert_eq!(distinguishable(&a, &close), Some(false));
         assert_eq!(distinguishable(&a, &far), Some(true));
-        assert_eq!(distinguishable(&a, &Stats::of([0.9])), None);
+        assert_eq!(distinguishable(&a, &Stats::of([0.9])), Some(true));
+        assert_eq!(distinguishable(&a, &Stats::of([0.81])), Some(false));
+        assert_eq!(distinguishable(&Stats::of([0.8]), &Stats::of([0.9])), None);
+        assert_eq!(distinguishable(&a, &Stats::of([f64::NAN])), None);
     }
 
     #[test]

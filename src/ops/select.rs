@@ -120,7 +120,11 @@ impl Op for Select {
             .iter()
             .map(|g| {
                 let stats = Stats::of(g.members.iter().map(|&i| {
-                    if scored[i].2.is_finite() { scored[i].1 } else { f64::NAN }
+                    if scored[i].2.is_finite() {
+                        scored[i].1
+                    } else {
+                        f64::NAN
+                    }
                 }));
                 let goodness = goodness_of(stats.mean, false);
                 (stats, goodness)

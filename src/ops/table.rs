@@ -111,7 +111,9 @@ impl Op for Table {
         let items = ctx.input("runs");
         let mut runs = Vec::new();
         for item in items {
-            runs.push(RunRecord::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?);
+            runs.push(
+                RunRecord::read(&item.dir).with_context(|| format!("input `{}`", item.stage))?,
+            );
         }
         // One row per configuration: its replicates (if any) summarised.
         let aggregated = any_replicates(items);
@@ -152,11 +154,13 @@ impl Op for Table {
             Ok(match column {
                 "stage" => (g.name.clone(), None),
                 "steps_per_epoch" => (
-                    shared(g, &|r| Some(r.steps_per_epoch.to_string())).unwrap_or_else(|| "varies".into()),
+                    shared(g, &|r| Some(r.steps_per_epoch.to_string()))
+                        .unwrap_or_else(|| "varies".into()),
                     None,
                 ),
                 "n_parameters" => (
-                    shared(g, &|r| Some(r.n_parameters.to_string())).unwrap_or_else(|| "varies".into()),
+                    shared(g, &|r| Some(r.n_parameters.to_string()))
+                        .unwrap_or_else(|| "varies".into()),
                     None,
                 ),
                 "diverged" if single => (first.diverged.to_string(), None),
@@ -219,7 +223,11 @@ impl Op for Table {
                 .iter()
                 .map(|g| {
                     let mean = stats_of(g, metric).mean;
-                    if mean.is_finite() { sign * mean } else { f64::NEG_INFINITY }
+                    if mean.is_finite() {
+                        sign * mean
+                    } else {
+                        f64::NEG_INFINITY
+                    }
                 })
                 .collect()
         });
@@ -313,10 +321,13 @@ impl Op for Table {
                 _ => String::new(),
             };
             let mut cells: Vec<String> = row.iter().map(|(text, _)| text.clone()).collect();
+            if let Some(last) = cells.last_mut() {
+                last.push_str(&mark);
+            }
             if aggregated {
                 cells.push(g.members.len().to_string());
             }
-            let _ = writeln!(md, "| {}{mark} |", cells.join(" | "));
+            let _ = writeln!(md, "| {} |", cells.join(" | "));
         }
         if aggregated {
             let _ = writeln!(
@@ -348,7 +359,10 @@ impl Op for Table {
                     describe(&groups[w], metric),
                 );
                 if let Some(&second) = order.get(1) {
-                    let (best, next) = (stats_of(&groups[b], metric), stats_of(&groups[second], metric));
+                    let (best, next) = (
+                        stats_of(&groups[b], metric),
+                        stats_of(&groups[second], metric),
+                    );
                     match distinguishable(&best, &next) {
                         Some(false) => text.push_str(&format!(
                             "; the best and the runner-up {} ({}) are not distinguishable (95% intervals overlap)",
@@ -366,8 +380,7 @@ impl Op for Table {
             }
             None => format!("{} runs", runs.len()),
         };
-        let representatives: Vec<&RunRecord> =
-            groups.iter().map(|g| &runs[g.members[0]]).collect();
+        let representatives: Vec<&RunRecord> = groups.iter().map(|g| &runs[g.members[0]]).collect();
         let mut params = describe_params(&representatives);
         if aggregated {
             params.retain(|(k, _)| k != "seed");
@@ -386,7 +399,11 @@ impl Op for Table {
 }
 
 fn csv_number(v: f64) -> String {
-    if v.is_finite() { format!("{v}") } else { String::new() }
+    if v.is_finite() {
+        format!("{v}")
+    } else {
+        String::new()
+    }
 }
 
 pub fn format_metric(v: f64) -> String {

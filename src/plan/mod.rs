@@ -17,8 +17,8 @@ use serde_json::{Map, Value, json};
 use crate::ops::{self, GpuUse, InputKind, Op, Params};
 use crate::results::member_folder;
 use crate::spec::{
-    Assignment, DeviceChoice, Diagnostics, InputRef, Pipeline, Publish, REPLICATE_LABEL,
-    SpecError, StageSpec,
+    Assignment, DeviceChoice, Diagnostics, InputRef, Pipeline, Publish, REPLICATE_LABEL, SpecError,
+    StageSpec,
 };
 use crate::suggest::did_you_mean;
 
@@ -346,6 +346,14 @@ struct Planner<'a> {
     by_name: HashMap<String, usize>,
 }
 
+/// One member of a stage before planning: its name labels, its sweep assignment and, with
+/// `replicates:`, its replicate number (1-based).
+struct Member<'a> {
+    labels: Assignment,
+    assignment: &'a Assignment,
+    replicate: Option<usize>,
+}
+
 /// Input name → the upstream members (indices into `stages`) bound to it.
 type BoundInputs = Vec<(String, Vec<usize>)>;
 
@@ -622,9 +630,12 @@ impl Planner<'_> {
                 if let Some(r) = rep {
                     labels.push((REPLICATE_LABEL.to_string(), Value::from(r)));
                 }
-                if let Err(errors) =
-                    self.plan_member(spec, op, labels, assignment, rep, bound, many)
-                {
+                let member = Member {
+                    labels,
+                    assignment,
+                    replicate: rep,
+                };
+                if let Err(errors) = self.plan_member(spec, op, member, bound, many) {
                     for (key, e) in errors {
                         // Point at the parameter where the stage or its sweep sets it.
                         let path = match key {
@@ -697,12 +708,15 @@ impl Planner<'_> {
         &mut self,
         spec: &StageSpec,
         op: &'static dyn Op,
-        labels: Assignment,
-        assignment: &Assignment,
-        replicate: Option<usize>,
+        member: Member,
         bound: &[(String, Vec<usize>)],
         many: bool,
     ) -> Result<(), Vec<(Option<String>, String)>> {
+        let Member {
+            labels,
+            assignment,
+            replicate,
+        } = member;
         let name = member_name(&spec.name, &labels);
         let which = if many {
             format!("member `{name}`: ")
@@ -722,7 +736,9 @@ impl Planner<'_> {
                 Some(v) => v.as_i64().ok_or_else(|| {
                     vec![(
                         Some("seed".to_string()),
-                        format!("{which}replicates vary `seed`, which must be an integer here, not {v}"),
+                        format!(
+                            "{which}replicates vary `seed`, which must be an integer here, not {v}"
+                        ),
                     )]
                 })?,
             };
@@ -927,7 +943,8 @@ mod tests {
 
     #[test]
     fn replicates_vary_the_seed_only_and_map_downstream() {
-        let head = "stages:\n  m: {op: data.synthetic_map}\n  d: {op: data.csv, inputs: {csv: m}}\n";
+        let head =
+            "stages:\n  m: {op: data.synthetic_map}\n  d: {op: data.csv, inputs: {csv: m}}\n";
         let single = plan(&format!(
             "{head}  g: {{op: train.mlp, inputs: {{data: d}}, params: {{seed: 7}}, sweep: {{width: [8, 16]}}}}\n"
         ))
@@ -935,7 +952,7 @@ mod tests {
         let p = plan(&format!(
             "{head}  g: {{op: train.mlp, inputs: {{data: d}}, params: {{seed: 7}}, sweep: {{width: [8, 16]}}, replicates: 3}}\n  \
              t: {{op: table, inputs: {{runs: g}}, params: {{columns: [width]}}}}\n  \
-             b: {{op: plot.boundary, inputs: {{run: g}}}}\n"
+             b: {{op: shell, params: {{cmd: 'true'}}, inputs: {{x: g}}}}\n"
         ))
         .unwrap();
         let g: Vec<&PlannedStage> = p.stages.iter().filter(|s| s.base == "g").collect();
@@ -953,7 +970,11 @@ mod tests {
         let seed = |s: &PlannedStage| p.nodes[s.node].params.0["seed"].as_i64().unwrap();
         let seeds: Vec<i64> = g.iter().map(|s| seed(s)).collect();
         assert_eq!(seeds[..3], [7, replicate_seed(7, 2), replicate_seed(7, 3)]);
-        assert_eq!(seeds[..3], seeds[3..], "replicate r has the same seed in every configuration");
+        assert_eq!(
+            seeds[..3],
+            seeds[3..],
+            "replicate r has the same seed in every configuration"
+        );
         // Replicate 1 is the stage as it was: same key, so the earlier run is reused.
         let single_g: Vec<&str> = single
             .stages
@@ -970,7 +991,10 @@ mod tests {
         b.remove("seed");
         assert_eq!(a, b);
         // A gathering stage gets all six; a mapped one gets one member per replicate.
-        assert_eq!(p.nodes[p.stages[p.select("t")[0]].node].inputs[0].1.len(), 6);
+        assert_eq!(
+            p.nodes[p.stages[p.select("t")[0]].node].inputs[0].1.len(),
+            6
+        );
         assert_eq!(
             p.select("b")
                 .iter()
@@ -985,12 +1009,16 @@ mod tests {
         // The same on every machine and every run: changing them changes every replicate's key.
         assert_eq!(replicate_seed(7, 1), 7);
         assert_eq!(
-            [replicate_seed(0, 2), replicate_seed(0, 3), replicate_seed(42, 2)],
+            [
+                replicate_seed(0, 2),
+                replicate_seed(0, 3),
+                replicate_seed(42, 2)
+            ],
             PINNED_SEEDS
         );
         assert!((2..50).all(|r| (0..1 << 31).contains(&replicate_seed(-5, r))));
     }
-    const PINNED_SEEDS: [i64; 3] = [0, 0, 0];
+    const PINNED_SEEDS: [i64; 3] = [2090247809, 1644176110, 1119015448];
 
     #[test]
     fn replicates_are_refused_where_they_cannot_differ() {
@@ -1008,7 +1036,10 @@ mod tests {
         ))
         .unwrap_err()
         .to_string();
-        assert!(err.contains("maps over the replicates of `g` already"), "{err}");
+        assert!(
+            err.contains("maps over the replicates of `g` already"),
+            "{err}"
+        );
         let err = plan(&format!(
             "{head}  e: {{op: train.mlp, inputs: {{data: d}}, replicates: 0}}\n"
         ))

@@ -299,7 +299,8 @@ where
                     )))?;
                     for y in [lo, hi] {
                         ctx.draw_series(std::iter::once(
-                            EmptyElement::at((x, y)) + PathElement::new(vec![(-4, 0), (4, 0)], style),
+                            EmptyElement::at((x, y))
+                                + PathElement::new(vec![(-4, 0), (4, 0)], style),
                         ))?;
                     }
                 }

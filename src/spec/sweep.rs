@@ -174,29 +174,37 @@ fn parse_random(value: &Value) -> Result<Vec<Assignment>, String> {
                 "`sweep.random.n` must be an integer from 1 to {MAX_RANDOM_POINTS}"
             ));
         }
-        None => return Err(format!("`sweep.random` needs `n`, the number of points; {HINT}")),
+        None => {
+            return Err(format!(
+                "`sweep.random` needs `n`, the number of points; {HINT}"
+            ));
+        }
     };
     let seed = match map.get("seed") {
         None => 0,
-        Some(v) => v
-            .as_i64()
-            .ok_or("`sweep.random.seed` must be an integer")?,
+        Some(v) => v.as_i64().ok_or("`sweep.random.seed` must be an integer")?,
     };
     let params = match map.get("params") {
         Some(Value::Object(p)) if !p.is_empty() => p,
-        _ => return Err(format!("`sweep.random.params` must map parameters to distributions; {HINT}")),
+        _ => {
+            return Err(format!(
+                "`sweep.random.params` must map parameters to distributions; {HINT}"
+            ));
+        }
     };
     let mut dists = Vec::new();
     for (key, spec) in params {
         dists.push((key.clone(), Distribution::parse(key, spec)?));
     }
     let mut points: Vec<Assignment> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for i in 0..n {
         let point: Assignment = dists
             .iter()
             .map(|(key, d)| (key.clone(), d.draw(unit_draw(seed, i, key))))
             .collect();
-        if !points.contains(&point) {
+        let values: Vec<&Value> = point.iter().map(|(_, v)| v).collect();
+        if seen.insert(serde_json::to_string(&values).unwrap_or_default()) {
             points.push(point);
         }
     }
@@ -219,7 +227,10 @@ impl Distribution {
                  {{int_uniform: [lo, hi]}}, {{choice: [values]}}"
             )
         };
-        let map = spec.as_object().filter(|m| m.len() == 1).ok_or_else(shape)?;
+        let map = spec
+            .as_object()
+            .filter(|m| m.len() == 1)
+            .ok_or_else(shape)?;
         let (kind, arg) = map.iter().next().ok_or_else(shape)?;
         let pair = |what: &str| -> Result<(f64, f64), String> {
             match arg.as_array().map(Vec::as_slice) {
@@ -429,9 +440,16 @@ mod tests {
         // Log-uniform spreads over the decades, not into the top one only.
         let small = random(200, 3)
             .iter()
-            .filter(|m| m.contains("lr=") && {
-                let lr: f64 = m.split(',').find_map(|p| p.strip_prefix("lr=")).unwrap().parse().unwrap();
-                lr < 1e-3
+            .filter(|m| {
+                m.contains("lr=") && {
+                    let lr: f64 = m
+                        .split(',')
+                        .find_map(|p| p.strip_prefix("lr="))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    lr < 1e-3
+                }
             })
             .count();
         assert!((50..=110).contains(&small), "{small} of 200 below 1e-3");
@@ -445,7 +463,7 @@ mod tests {
         assert!((0.0..1.0).contains(&u));
         assert_eq!(format!("{u:.12}"), PINNED_DRAW);
     }
-    const PINNED_DRAW: &str = "FILL";
+    const PINNED_DRAW: &str = "0.547984335633";
 
     #[test]
     fn random_combines_with_grids_and_drops_repeats() {
@@ -466,9 +484,17 @@ mod tests {
         let err = |v: Value| Sweep::parse(&json!({"random": v})).unwrap_err();
         assert!(err(json!({"params": {"lr": {"uniform": [0, 1]}}})).contains("needs `n`"));
         assert!(err(json!({"n": 0, "params": {"lr": {"uniform": [0, 1]}}})).contains("from 1 to"));
-        assert!(err(json!({"n": 2, "params": {"lr": {"log_uniform": [0, 1]}}})).contains("above 0"));
+        assert!(
+            err(json!({"n": 2, "params": {"lr": {"log_uniform": [0, 1]}}})).contains("above 0")
+        );
         assert!(err(json!({"n": 2, "params": {"lr": {"uniform": [1, 0]}}})).contains("lo ≤ hi"));
-        assert!(err(json!({"n": 2, "params": {"lr": {"loguniform": [1, 2]}}})).contains("did you mean `log_uniform`"));
-        assert!(err(json!({"n": 2, "sed": 1, "params": {"lr": {"uniform": [0, 1]}}})).contains("did you mean `seed`"));
+        assert!(
+            err(json!({"n": 2, "params": {"lr": {"loguniform": [1, 2]}}}))
+                .contains("did you mean `log_uniform`")
+        );
+        assert!(
+            err(json!({"n": 2, "sed": 1, "params": {"lr": {"uniform": [0, 1]}}}))
+                .contains("did you mean `seed`")
+        );
     }
 }

@@ -6,6 +6,7 @@ mod errors;
 mod gpu;
 mod hardening;
 mod ml;
+mod replicates;
 mod slurm;
 
 use std::path::{Path, PathBuf};

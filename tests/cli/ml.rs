@@ -377,14 +377,17 @@ fn the_report_pipeline_runs_end_to_end_at_small_scale() {
     let mut args = vec!["run", "pipelines/report.yaml"];
     args.extend(quick);
     let run = p.run(&args).ok();
-    // The default model is shared by five stages and trains once.
+    // The default model is shared by five stages and trains once per replicate.
     let show = p.run(&["dag", "pipelines/report.yaml"]).ok().stdout;
-    assert!(
-        show.contains(
-            "plain = lr[lr=0.001] = grid[depth=6,width=16] = depth[depth=6] = width[width=16]"
-        ),
-        "{show}"
-    );
+    for rep in 1..=3 {
+        assert!(
+            show.contains(&format!(
+                "plain[rep={rep}] = lr[lr=0.001,rep={rep}] = grid[depth=6,width=16,rep={rep}] = \
+                 depth[depth=6,rep={rep}] = width[width=16,rep={rep}]"
+            )),
+            "{show}"
+        );
+    }
     assert!(run.stdout.contains("0 failed, 0 skipped"), "{}", run.stdout);
 
     let report = p.read("results/report.md");
@@ -420,11 +423,21 @@ fn the_report_pipeline_runs_end_to_end_at_small_scale() {
         );
         assert!(p.path().join(format!("results/{stage}/plot.svg")).exists());
     }
-    assert!(p.read("results/grid_table/table.csv").lines().count() == 8);
+    // One row per configuration, summarised over its 3 replicates.
+    let grid = p.read("results/grid_table/table.csv");
+    assert_eq!(grid.lines().count(), 8, "{grid}");
+    assert!(grid.lines().skip(1).all(|l| l.ends_with(",3")), "{grid}");
+    assert!(p.read("results/grid_table/table.md").contains(" ± "));
+    let baselines = p.read("results/baselines_table/table.csv");
     assert_eq!(
-        p.read("results/baselines_table/table.csv").lines().count(),
+        baselines.lines().count(),
         18,
-        "boosting, logistic, 3 × 5 learning rates"
+        "boosting, logistic, 3 × 5 learning rates: {baselines}"
+    );
+    assert_eq!(
+        baselines.lines().filter(|l| l.ends_with(",1")).count(),
+        2,
+        "the seedless baselines run once: {baselines}"
     );
 
     // A second run executes nothing.
