@@ -295,7 +295,10 @@ impl Distribution {
     /// The value at `u` in [0, 1).
     fn draw(&self, u: f64) -> Value {
         match self {
-            Distribution::Uniform(a, b) => number(round_significant(a + u * (b - a))),
+            // Interpolated so that bounds near ±f64::MAX cannot overflow to infinity.
+            Distribution::Uniform(a, b) => {
+                number(round_significant(a * (1.0 - u) + b * u).clamp(*a, *b))
+            }
             Distribution::LogUniform(a, b) => {
                 number(round_significant((a.ln() + u * (b.ln() - a.ln())).exp()).clamp(*a, *b))
             }
@@ -477,6 +480,16 @@ mod tests {
                 assert!(m.contains(&format!("opt=\"{opt}\",{w}")), "{m:?}");
             }
         }
+    }
+
+    #[test]
+    fn extreme_bounds_draw_finite_values_quickly() {
+        let m = members(json!({"random": {"n": 100_000, "params": {
+            "x": {"uniform": [-1.0e308, 1.0e308]},
+            "i": {"int_uniform": [i64::MIN, i64::MAX]},
+        }}}));
+        assert_eq!(m.len(), 100_000);
+        assert!(m.iter().all(|p| !p.contains("null")), "{:?}", &m[..3]);
     }
 
     #[test]
