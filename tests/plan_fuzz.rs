@@ -170,6 +170,12 @@ fn sweep() -> impl Strategy<Value = String> {
                 .join(", ")
         )),
         1 => Just("[1, 2]".to_string()),
+        1 => (1u32..4, scalar(), scalar(), scalar()).prop_map(|(n, seed, lo, hi)| format!(
+            "{{random: {{n: {n}, seed: {seed}, params: {{lr: {{log_uniform: [{lo}, {hi}]}}, k: {{choice: [{lo}, {hi}]}}, n: {{uniform: [{lo}, {hi}]}}}}}}, epochs: [1, 2]}}"
+        )),
+        1 => (scalar(), scalar()).prop_map(|(n, d)| format!(
+            "{{random: {{n: {n}, params: {{k: {{int_uniform: [{d}, 5]}}, n: {{normal: [0, 1]}}}}}}}}"
+        )),
     ]
 }
 
@@ -195,6 +201,16 @@ fn stage() -> impl Strategy<Value = String> {
             ],
         ),
         prop::option::weighted(
+            0.2,
+            prop_oneof![
+                4 => Just("2".to_string()),
+                1 => Just("0".to_string()),
+                1 => Just("1001".to_string()),
+                1 => Just("\"3\"".to_string()),
+                1 => scalar(),
+            ],
+        ),
+        prop::option::weighted(
             0.1,
             prop_oneof![
                 Just("{threads: 2}".to_string()),
@@ -204,48 +220,54 @@ fn stage() -> impl Strategy<Value = String> {
             ],
         ),
     )
-        .prop_map(|(_, op, params, sweep, inputs, publish, resources)| {
-            let mut params: Vec<String> = params.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-            // Most shell stages are valid, so that planning goes deep (sweeps, mapping, keys).
-            if op == "shell" && !params.iter().any(|p| p.starts_with("cmd:")) {
-                params.insert(0, "cmd: 'true'".into());
-            }
-            let mut text = format!(
-                "  __NAME__:\n    op: {op}\n    params: {{{}}}\n",
-                params.join(", ")
-            );
-            if let Some(s) = sweep {
-                text.push_str(&format!("    sweep: {s}\n"));
-            }
-            if !inputs.is_empty() {
-                let inputs: Vec<String> = inputs
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (upstream, many, odd))| {
-                        let input = ["data", "runs", "x"][i % 3];
-                        // Mostly an earlier stage (resolved later); sometimes any odd name.
-                        let n = if upstream % 5 == 4 {
-                            odd.clone()
-                        } else {
-                            format!("__IN{upstream}__")
-                        };
-                        if *many {
-                            format!("{input}: [\"{n}\"]")
-                        } else {
-                            format!("{input}: \"{n}\"")
-                        }
-                    })
-                    .collect();
-                text.push_str(&format!("    inputs: {{{}}}\n", inputs.join(", ")));
-            }
-            if let Some(p) = publish {
-                text.push_str(&format!("    publish: {p}\n"));
-            }
-            if let Some(r) = resources {
-                text.push_str(&format!("    resources: {r}\n"));
-            }
-            text
-        })
+        .prop_map(
+            |(_, op, params, sweep, inputs, publish, replicates, resources)| {
+                let mut params: Vec<String> =
+                    params.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                // Most shell stages are valid, so that planning goes deep (sweeps, mapping, keys).
+                if op == "shell" && !params.iter().any(|p| p.starts_with("cmd:")) {
+                    params.insert(0, "cmd: 'true'".into());
+                }
+                let mut text = format!(
+                    "  __NAME__:\n    op: {op}\n    params: {{{}}}\n",
+                    params.join(", ")
+                );
+                if let Some(s) = sweep {
+                    text.push_str(&format!("    sweep: {s}\n"));
+                }
+                if let Some(r) = replicates {
+                    text.push_str(&format!("    replicates: {r}\n"));
+                }
+                if !inputs.is_empty() {
+                    let inputs: Vec<String> = inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (upstream, many, odd))| {
+                            let input = ["data", "runs", "x"][i % 3];
+                            // Mostly an earlier stage (resolved later); sometimes any odd name.
+                            let n = if upstream % 5 == 4 {
+                                odd.clone()
+                            } else {
+                                format!("__IN{upstream}__")
+                            };
+                            if *many {
+                                format!("{input}: [\"{n}\"]")
+                            } else {
+                                format!("{input}: \"{n}\"")
+                            }
+                        })
+                        .collect();
+                    text.push_str(&format!("    inputs: {{{}}}\n", inputs.join(", ")));
+                }
+                if let Some(p) = publish {
+                    text.push_str(&format!("    publish: {p}\n"));
+                }
+                if let Some(r) = resources {
+                    text.push_str(&format!("    resources: {r}\n"));
+                }
+                text
+            },
+        )
 }
 
 fn pipeline_text() -> impl Strategy<Value = String> {
