@@ -839,7 +839,7 @@ mod tests {
             fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
                 if let Some(g) = self.0.get::<D>(param.id) {
                     self.1
-                        .push(g.into_data().convert::<f32>().to_vec().unwrap_or_default());
+                        .push(g.into_data().try_into_vec::<f32>().unwrap_or_default());
                 }
             }
         }
