@@ -4,7 +4,7 @@ use anyhow::{Result, bail};
 
 use super::replicates::{
     Group, Stats, any_replicates, describe_groups, distinguishable, group, group_label, mean_curve,
-    replicate_counts, singletons,
+    replicate_counts, replicate_of, singletons,
 };
 use super::runs::{downsample, load};
 use super::table::format_metric;
@@ -144,10 +144,12 @@ impl Op for PlotCurves {
         for metric in &metrics {
             let mut series = Vec::new();
             for g in &groups {
-                let base_label = if aggregated {
+                // A run without replicates keeps its own label (`best: grid[…]` for a selection).
+                let first = g.members[0];
+                let base_label = if aggregated && replicate_of(&items[first]).is_some() {
                     group_label(g)
                 } else {
-                    runs[g.members[0]].label.clone()
+                    runs[first].label.clone()
                 };
                 // One chart with several metrics: say which metric each curve is.
                 let mut label = if metrics.len() > 1 && !panels {
