@@ -21,6 +21,9 @@ carry=gpu-carry
 prepare() {
     .ci/stage-llvm
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pipeline-target}-cuda"
+    # Without `nvcc` here, cudarc would generate bindings for the newest CUDA it knows (13.4);
+    # the GPU machine's driver is CUDA 13.0, so bind to exactly that API.
+    export CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}"
     cargo build --release --features cuda
     local bench
     bench=$(cargo bench --bench train --features cuda --no-run --message-format=json 2>/dev/null |

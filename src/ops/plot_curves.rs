@@ -82,7 +82,8 @@ impl Op for PlotCurves {
         "plot.curves"
     }
     fn doc(&self) -> &'static str {
-        "Plot learning curves: metrics vs epoch (or loss vs batch step) for every run gathered."
+        "Plot learning curves: metrics vs epoch (or loss vs batch step) for every run gathered (with \
+         replicates: the mean of each configuration, ±1 sd shaded)."
     }
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.

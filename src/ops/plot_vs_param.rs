@@ -59,7 +59,8 @@ impl Op for PlotVsParam {
         "plot.vs_param"
     }
     fn doc(&self) -> &'static str {
-        "Plot final metrics (e.g. train/validation/test accuracy) against a swept parameter."
+        "Plot final metrics (e.g. train/validation/test accuracy) against a swept parameter (with \
+         replicates: means with ±1 sd error bars)."
     }
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.

@@ -60,7 +60,8 @@ impl Op for Select {
         true
     }
     fn doc(&self) -> &'static str {
-        "Pick the best or worst run of a sweep by a final metric; downstream stages use it like a run."
+        "Pick the best or worst run of a sweep by a final metric (with replicates: the configuration \
+         with the best mean, handing on its median replicate); downstream stages use it like a run."
     }
     fn version(&self) -> u32 {
         // 2: replicates: configurations rank by their mean; one replicate is handed on.

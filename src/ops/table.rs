@@ -80,7 +80,8 @@ impl Op for Table {
         "table"
     }
     fn doc(&self) -> &'static str {
-        "Tabulate runs: parameters and final metrics per run, best and worst named."
+        "Tabulate runs: parameters and final metrics per run (with replicates: mean ± sd and N per \
+         configuration), best and worst named."
     }
     fn version(&self) -> u32 {
         // 2: the report's parameter line no longer lists one value per run for many runs.
