@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 
 use super::plot_curves::FIGURE_OUTPUTS;
-use super::replicates::{any_replicates, group, group_label, replicate_of};
+use super::replicates::{configurations, group_label, replicate_of};
 use super::runs::label_of;
 use super::table::format_metric;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
@@ -145,26 +145,24 @@ impl Op for PlotBoundary {
         // Replicates of one configuration would draw near-identical panels: the first stands for
         // them, and its title says so.
         let models = ctx.input("models");
-        let shown: Vec<(&super::InputItem, String)> = if any_replicates(models) {
-            group(models)
-                .iter()
-                .map(|g| {
-                    let label = if g.members.len() > 1 {
-                        format!(
-                            "{} (replicate {} of {})",
-                            group_label(g),
-                            replicate_of(&models[g.members[0]]).unwrap_or(1),
-                            g.members.len()
-                        )
-                    } else {
-                        label_of(&models[g.members[0]])
-                    };
-                    (&models[g.members[0]], label)
-                })
-                .collect()
-        } else {
-            models.iter().map(|m| (m, label_of(m))).collect()
-        };
+        let shown: Vec<(&super::InputItem, String)> = configurations(models)
+            .0
+            .iter()
+            .map(|g| {
+                let first = &models[g.members[0]];
+                let label = if g.members.len() > 1 {
+                    format!(
+                        "{} (replicate {} of {})",
+                        group_label(g),
+                        replicate_of(first).unwrap_or(1),
+                        g.members.len()
+                    )
+                } else {
+                    label_of(first)
+                };
+                (first, label)
+            })
+            .collect();
         for (item, label) in shown {
             let text = std::fs::read_to_string(item.dir.join("model.json")).with_context(|| {
                 format!(

@@ -3,8 +3,8 @@
 use anyhow::{Result, bail};
 
 use super::replicates::{
-    Group, Stats, any_replicates, describe_groups, distinguishable, group, group_label, mean_curve,
-    replicate_counts, replicate_of, singletons,
+    Stats, configurations, describe_groups, distinguishable, group_label, mean_curve,
+    replicate_counts, replicate_of,
 };
 use super::runs::{downsample, load};
 use super::table::format_metric;
@@ -133,12 +133,7 @@ impl Op for PlotCurves {
         let items = ctx.input("runs");
         let runs = load(items)?;
         // Replicates of one configuration become one curve: the mean, with ±1 sd shaded.
-        let aggregated = any_replicates(items);
-        let groups: Vec<Group> = if aggregated {
-            group(items)
-        } else {
-            singletons(items)
-        };
+        let (groups, aggregated) = configurations(items);
         // One list of series per metric.
         let mut per_metric: Vec<(String, Vec<Series>)> = Vec::new();
         let mut finals: Vec<(String, Stats)> = Vec::new();

@@ -3,9 +3,7 @@
 use anyhow::{Result, bail};
 
 use super::plot_curves::FIGURE_OUTPUTS;
-use super::replicates::{
-    Group, Stats, any_replicates, describe_groups, distinguishable, group, singletons,
-};
+use super::replicates::{Stats, configurations, describe_groups, distinguishable};
 use super::runs::load;
 use super::table::format_metric;
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
@@ -92,12 +90,7 @@ impl Op for PlotVsParam {
         let items = ctx.input("runs");
         let runs = load(items)?;
         // Replicates of one configuration become one point: the mean, with ±1 sd error bars.
-        let aggregated = any_replicates(items);
-        let groups: Vec<Group> = if aggregated {
-            group(items)
-        } else {
-            singletons(items)
-        };
+        let (groups, aggregated) = configurations(items);
         let mut xs = Vec::new();
         for g in &groups {
             let run = &runs[g.members[0]];

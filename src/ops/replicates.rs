@@ -7,9 +7,9 @@
 //! means clearly apart, and "not distinguishable" means more seeds are needed to tell.
 
 use super::InputItem;
-use super::runs::LabelledRun;
+use super::runs::{LabelledRun, labels_text};
 use crate::artifacts::{RunRecord, describe_params};
-use crate::spec::{Assignment, REPLICATE_LABEL, format_value, member_name};
+use crate::spec::{Assignment, REPLICATE_LABEL, member_name};
 
 /// The replicates of one configuration, in the order the members were gathered.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,8 +172,18 @@ pub fn t95(df: usize) -> f64 {
     }
 }
 
+/// The configurations among gathered items: replicates grouped when there are any, else every
+/// item on its own; and whether there were replicates.
+pub fn configurations(items: &[InputItem]) -> (Vec<Group>, bool) {
+    if any_replicates(items) {
+        (group(items), true)
+    } else {
+        (singletons(items), false)
+    }
+}
+
 /// Every item a configuration of its own (gathered runs without replicates).
-pub fn singletons(items: &[InputItem]) -> Vec<Group> {
+fn singletons(items: &[InputItem]) -> Vec<Group> {
     items
         .iter()
         .enumerate()
@@ -190,11 +200,7 @@ pub fn group_label(g: &Group) -> String {
     if g.labels.is_empty() {
         g.name.clone()
     } else {
-        g.labels
-            .iter()
-            .map(|(k, v)| format!("{k}={}", format_value(v)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        labels_text(&g.labels)
     }
 }
 

@@ -29,12 +29,17 @@ pub fn label_of(item: &InputItem) -> String {
     if item.labels.is_empty() {
         item.stage.clone()
     } else {
-        item.labels
-            .iter()
-            .map(|(k, v)| format!("{k}={}", format_value(v)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        labels_text(&item.labels)
     }
+}
+
+/// Sweep labels for a legend: `lr=0.01, width=16`.
+pub fn labels_text(labels: &[(String, serde_json::Value)]) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={}", format_value(v)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub fn load(items: &[InputItem]) -> Result<Vec<LabelledRun>> {

@@ -6,7 +6,7 @@ use std::fs;
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use super::replicates::{Stats, any_replicates, group, replicate_of, singletons};
+use super::replicates::{Stats, configurations, replicate_of};
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
 use crate::artifacts::{RunRecord, canonical_metric};
 
@@ -112,11 +112,7 @@ impl Op for Select {
             scored.push((item, value, goodness_of(value, record.diverged)));
         }
         // Configurations (replicates grouped), scored by their mean over non-diverged replicates.
-        let groups = if any_replicates(runs) {
-            group(runs)
-        } else {
-            singletons(runs)
-        };
+        let (groups, _) = configurations(runs);
         let group_scores: Vec<(Stats, f64)> = groups
             .iter()
             .map(|g| {

@@ -6,7 +6,7 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use super::replicates::{Group, Stats, any_replicates, distinguishable, group, replicate_counts};
+use super::replicates::{Group, Stats, configurations, distinguishable, replicate_counts};
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
 use crate::artifacts::{ItemSummary, RunRecord, canonical_metric, describe_params, metric_label};
 use crate::spec::format_value;
@@ -117,18 +117,7 @@ impl Op for Table {
             );
         }
         // One row per configuration: its replicates (if any) summarised.
-        let aggregated = any_replicates(items);
-        let groups: Vec<Group> = if aggregated {
-            group(items)
-        } else {
-            (0..items.len())
-                .map(|i| Group {
-                    name: items[i].stage.clone(),
-                    labels: items[i].labels.clone(),
-                    members: vec![i],
-                })
-                .collect()
-        };
+        let (groups, aggregated) = configurations(items);
         let runs_have = |c: &str| runs.iter().any(|r| r.params.contains_key(c));
         let value_of = |run: &RunRecord, metric: &str| {
             if run.diverged {
