@@ -264,7 +264,11 @@ impl Op for PlotCurves {
             figures: vec!["plot.png".into(), "plot.svg".into()],
             table_md: None,
             reading,
-            params: describe_groups(&runs, &groups, aggregated),
+            params: describe_groups(
+                &runs.iter().map(|r| &r.record).collect::<Vec<_>>(),
+                &groups,
+                aggregated,
+            ),
         }
         .write(ctx.out_dir)
     }

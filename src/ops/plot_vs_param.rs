@@ -189,7 +189,11 @@ impl Op for PlotVsParam {
             figures: vec!["plot.png".into(), "plot.svg".into()],
             table_md: None,
             reading: reading.join("; "),
-            params: describe_groups(&runs, &groups, aggregated),
+            params: describe_groups(
+                &runs.iter().map(|r| &r.record).collect::<Vec<_>>(),
+                &groups,
+                aggregated,
+            ),
         }
         .write(ctx.out_dir)
     }

@@ -7,7 +7,7 @@
 //! means clearly apart, and "not distinguishable" means more seeds are needed to tell.
 
 use super::InputItem;
-use super::runs::{LabelledRun, labels_text};
+use super::runs::labels_text;
 use crate::artifacts::{RunRecord, describe_params};
 use crate::spec::{Assignment, REPLICATE_LABEL, member_name};
 
@@ -234,12 +234,11 @@ pub fn mean_curve(curves: &[Points]) -> (Points, Points) {
 /// configurations shown, from one replicate of each; with replicates, `replicates: N` instead
 /// of the seeds.
 pub fn describe_groups(
-    runs: &[LabelledRun],
+    runs: &[&RunRecord],
     groups: &[Group],
     aggregated: bool,
 ) -> Vec<(String, String)> {
-    let representatives: Vec<&RunRecord> =
-        groups.iter().map(|g| &runs[g.members[0]].record).collect();
+    let representatives: Vec<&RunRecord> = groups.iter().map(|g| runs[g.members[0]]).collect();
     let mut params = describe_params(&representatives);
     if aggregated {
         params.retain(|(k, _)| k != "seed");

@@ -6,9 +6,9 @@ use std::fs;
 
 use anyhow::{Context, Result};
 
-use super::replicates::{Group, Stats, configurations, distinguishable, replicate_counts};
+use super::replicates::{Group, Stats, configurations, describe_groups, distinguishable};
 use super::{InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType};
-use crate::artifacts::{ItemSummary, RunRecord, canonical_metric, describe_params, metric_label};
+use crate::artifacts::{ItemSummary, RunRecord, canonical_metric, metric_label};
 use crate::spec::format_value;
 
 pub struct Table;
@@ -370,12 +370,8 @@ impl Op for Table {
             }
             None => format!("{} runs", runs.len()),
         };
-        let representatives: Vec<&RunRecord> = groups.iter().map(|g| &runs[g.members[0]]).collect();
-        let mut params = describe_params(&representatives);
-        if aggregated {
-            params.retain(|(k, _)| k != "seed");
-            params.push(("replicates".into(), replicate_counts(&groups)));
-        }
+        let records: Vec<&RunRecord> = runs.iter().collect();
+        let params = describe_groups(&records, &groups, aggregated);
         ItemSummary {
             id: ctx.params.str("id")?.to_string(),
             title: title.to_string(),
