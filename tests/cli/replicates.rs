@@ -37,16 +37,21 @@ fn members(p: &Project, stage: &str) -> Vec<Value> {
         .clone()
 }
 
-/// Trained members in `ran` lines of a run's output.
-fn trained(stdout: &str) -> Vec<String> {
+/// Members of stage `base` in the `ran` lines of a run's output, sorted.
+fn ran_members(stdout: &str, base: &str) -> Vec<String> {
+    let prefix = format!("{base}[");
     let mut names: Vec<String> = stdout
         .lines()
         .filter_map(|l| l.split("] ran ").nth(1))
-        .filter(|rest| rest.starts_with("g["))
+        .filter(|rest| rest.starts_with(&prefix))
         .map(|rest| rest.split(' ').next().unwrap().to_string())
         .collect();
     names.sort();
     names
+}
+
+fn trained(stdout: &str) -> Vec<String> {
+    ran_members(stdout, "g")
 }
 
 fn mean_sd(values: &[f64]) -> (f64, f64) {
@@ -197,16 +202,8 @@ fn random_sweeps_are_deterministic_and_extend_by_prefix() {
     let p = Project::new();
     p.write("p.yaml", &random_pipeline(3));
     let first = p.run(&["run", "p.yaml"]).ok();
-    let names = |stdout: &str| -> Vec<String> {
-        stdout
-            .lines()
-            .filter_map(|l| l.split("] ran ").nth(1))
-            .filter(|rest| rest.starts_with("r["))
-            .map(|rest| rest.split(' ').next().unwrap().to_string())
-            .collect()
-    };
-    let mut three = names(&first.stdout);
-    three.sort();
+    let names = |stdout: &str| ran_members(stdout, "r");
+    let three = names(&first.stdout);
     assert_eq!(three.len(), 3, "{}", first.stdout);
     for name in &three {
         // Readable: `r[lr=0.00316,width=8]`, three significant digits.
@@ -219,8 +216,7 @@ fn random_sweeps_are_deterministic_and_extend_by_prefix() {
     // The same points from a fresh cache.
     let q = Project::new();
     q.write("p.yaml", &random_pipeline(3));
-    let mut again = names(&q.run(&["run", "p.yaml"]).ok().stdout);
-    again.sort();
+    let again = names(&q.run(&["run", "p.yaml"]).ok().stdout);
     assert_eq!(again, three);
     // Five points: the first three are the same members, cached; two more train.
     p.write("p.yaml", &random_pipeline(5));
