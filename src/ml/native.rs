@@ -102,24 +102,32 @@ impl NativeMlp {
 
     /// Logits of a batch, with batch norm on its running statistics.
     pub fn forward_eval(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut buffers = EvalBuffers::default();
+        self.forward_eval_into(x, rows, &mut buffers).to_vec()
+    }
+
+    /// [`Self::forward_eval`] into reused buffers; returns the logits (rows × classes).
+    fn forward_eval_into<'a>(
+        &self,
+        x: &[f32],
+        rows: usize,
+        buffers: &'a mut EvalBuffers,
+    ) -> &'a [f32] {
         let cfg = &self.cfg;
-        let mut h = x.to_vec();
+        let EvalBuffers { h, z } = buffers;
+        h.clear();
+        h.extend_from_slice(x);
         for layer in 0..=cfg.depth {
             let (i, o) = (fan_in(cfg, layer), fan_out(cfg, layer));
-            let mut z = vec![0.0; rows * o];
-            linear(
-                &h,
-                rows,
-                i,
-                &self.weights[layer],
-                &self.biases[layer],
-                o,
-                &mut z,
-            );
+            z.resize(rows * o, 0.0);
+            matmul_weights_t(h, rows, i, &self.weights[layer], o, z);
             if layer == cfg.depth {
-                return z;
+                add_bias(z, &self.biases[layer]);
+                break;
             }
+            let residual_input = (cfg.residual && layer > 0).then_some(h.as_slice());
             if cfg.batch_norm {
+                add_bias(z, &self.biases[layer]);
                 let (g, b, m, v) = (
                     &self.gammas[layer],
                     &self.betas[layer],
@@ -131,16 +139,13 @@ impl NativeMlp {
                         row[c] = g[c] * (row[c] - m[c]) / (v[c] + BN_EPS).sqrt() + b[c];
                     }
                 }
+                hidden_epilogue(cfg.activation, z, None, residual_input);
+            } else {
+                hidden_epilogue(cfg.activation, z, Some(&self.biases[layer]), residual_input);
             }
-            if cfg.residual && layer > 0 {
-                for (zv, hv) in z.iter_mut().zip(&h) {
-                    *zv += hv;
-                }
-            }
-            activate(cfg.activation, &mut z);
-            h = z;
+            std::mem::swap(h, z);
         }
-        h
+        &z[..rows * cfg.classes]
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -226,11 +231,10 @@ impl NativeMlp {
     }
 }
 
-/// z = h·Wᵀ + b for `rows` rows (W is `[o, i]` row-major).
-fn linear(h: &[f32], rows: usize, i: usize, w: &[f32], b: &[f32], o: usize, z: &mut [f32]) {
-    for row in z.chunks_mut(o) {
-        row.copy_from_slice(b);
-    }
+/// z = h·Wᵀ for `rows` rows (W is `[o, i]` row-major); z is overwritten. The bias is added by
+/// the pass that follows, fused with what else that layer does.
+fn matmul_weights_t(h: &[f32], rows: usize, i: usize, w: &[f32], o: usize, z: &mut [f32]) {
+    debug_assert!(h.len() >= rows * i && w.len() >= o * i && z.len() >= rows * o);
     // SAFETY: the slices hold rows×i, o×i and rows×o values, matching the dimensions and strides.
     unsafe {
         matrixmultiply::sgemm(
@@ -244,7 +248,7 @@ fn linear(h: &[f32], rows: usize, i: usize, w: &[f32], b: &[f32], o: usize, z: &
             w.as_ptr(),
             1,
             i as isize,
-            1.0,
+            0.0,
             z.as_mut_ptr(),
             o as isize,
             1,
@@ -252,24 +256,124 @@ fn linear(h: &[f32], rows: usize, i: usize, w: &[f32], b: &[f32], o: usize, z: &
     }
 }
 
-fn activate(act: Activation, x: &mut [f32]) {
-    match act {
-        Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
-        Activation::Sigmoid => x.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+fn add_bias(z: &mut [f32], b: &[f32]) {
+    for row in z.chunks_mut(b.len()) {
+        for (v, bv) in row.iter_mut().zip(b) {
+            *v += bv;
+        }
     }
 }
 
-/// dL/dpre from dL/dh given the activation's output h.
-fn activation_backward(act: Activation, h: &[f32], dh: &mut [f32]) {
-    match act {
-        Activation::Relu => dh.iter_mut().zip(h).for_each(|(d, &v)| {
-            if v <= 0.0 {
-                *d = 0.0
+/// A hidden layer's epilogue in one pass over z: h' = act(z + b + h) (the bias only when given,
+/// h only for a residual block), so each activation is read and written once.
+fn hidden_epilogue(
+    act: Activation,
+    z: &mut [f32],
+    bias: Option<&[f32]>,
+    residual_input: Option<&[f32]>,
+) {
+    let width = match bias {
+        Some(b) => b.len(),
+        None => z.len(),
+    };
+    if width == 0 {
+        return;
+    }
+    let apply = |v: f32| match act {
+        Activation::Relu => v.max(0.0),
+        Activation::Tanh => v.tanh(),
+        Activation::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+    };
+    match (bias, residual_input) {
+        (Some(b), Some(h)) => {
+            for (row, hrow) in z.chunks_mut(width).zip(h.chunks(width)) {
+                for ((v, bv), hv) in row.iter_mut().zip(b).zip(hrow) {
+                    *v = apply(*v + bv + hv);
+                }
             }
-        }),
-        Activation::Tanh => dh.iter_mut().zip(h).for_each(|(d, &v)| *d *= 1.0 - v * v),
-        Activation::Sigmoid => dh.iter_mut().zip(h).for_each(|(d, &v)| *d *= v * (1.0 - v)),
+        }
+        (Some(b), None) => {
+            for row in z.chunks_mut(width) {
+                for (v, bv) in row.iter_mut().zip(b) {
+                    *v = apply(*v + bv);
+                }
+            }
+        }
+        (None, Some(h)) => {
+            for (v, hv) in z.iter_mut().zip(h) {
+                *v = apply(*v + hv);
+            }
+        }
+        (None, None) => z.iter_mut().for_each(|v| *v = apply(*v)),
+    }
+}
+
+/// dL/dpre of a hidden layer in one pass, written over `dh`: (dh + carried) ⊙ act'(h_out), where
+/// `carried` is the residual path's gradient from the block above and `h_out` the layer's output.
+/// With `bias_grad`, also sums the result's columns into it (the bias gradient when no batch
+/// norm sits between), in the same row order as a separate pass.
+fn activation_backward_fused(
+    act: Activation,
+    h_out: &[f32],
+    dh: &mut [f32],
+    carried: Option<&[f32]>,
+    bias_grad: Option<&mut [f32]>,
+) {
+    let derivative = |d: f32, v: f32| match act {
+        Activation::Relu => {
+            if v <= 0.0 {
+                0.0
+            } else {
+                d
+            }
+        }
+        Activation::Tanh => d * (1.0 - v * v),
+        Activation::Sigmoid => d * (v * (1.0 - v)),
+    };
+    match (carried, bias_grad) {
+        (Some(c), Some(db)) => {
+            db.fill(0.0);
+            let width = db.len();
+            for ((row, hrow), crow) in dh
+                .chunks_mut(width)
+                .zip(h_out.chunks(width))
+                .zip(c.chunks(width))
+            {
+                for (((d, &v), &cv), g) in row.iter_mut().zip(hrow).zip(crow).zip(db.iter_mut()) {
+                    *d = derivative(*d + cv, v);
+                    *g += *d;
+                }
+            }
+        }
+        (None, Some(db)) => {
+            db.fill(0.0);
+            let width = db.len();
+            for (row, hrow) in dh.chunks_mut(width).zip(h_out.chunks(width)) {
+                for ((d, &v), g) in row.iter_mut().zip(hrow).zip(db.iter_mut()) {
+                    *d = derivative(*d, v);
+                    *g += *d;
+                }
+            }
+        }
+        (Some(c), None) => {
+            for ((d, &v), &cv) in dh.iter_mut().zip(h_out).zip(c) {
+                *d = derivative(*d + cv, v);
+            }
+        }
+        (None, None) => {
+            for (d, &v) in dh.iter_mut().zip(h_out) {
+                *d = derivative(*d, v);
+            }
+        }
+    }
+}
+
+fn column_sums(m: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for row in m.chunks(out.len().max(1)) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
     }
 }
 
@@ -340,6 +444,13 @@ impl Gradients {
     }
 }
 
+/// Two ping-pong activation buffers for evaluation, reused across batches.
+#[derive(Default)]
+struct EvalBuffers {
+    h: Vec<f32>,
+    z: Vec<f32>,
+}
+
 /// Buffers of one training step, reused across steps (no allocation or page faults per step).
 #[derive(Default)]
 pub struct WorkspaceHandle {
@@ -381,17 +492,13 @@ pub fn loss_and_gradients(
         let (i, o) = (fan_in(&cfg, layer), fan_out(&cfg, layer));
         let mut z = std::mem::take(&mut ws.inputs[layer + 1]);
         z.resize(rows * o, 0.0);
-        linear(
-            &ws.inputs[layer],
-            rows,
-            i,
-            &model.weights[layer],
-            &model.biases[layer],
-            o,
-            &mut z,
-        );
-        if layer < cfg.depth {
+        matmul_weights_t(&ws.inputs[layer], rows, i, &model.weights[layer], o, &mut z);
+        if layer == cfg.depth {
+            add_bias(&mut z, &model.biases[layer]);
+        } else {
+            let residual_input = (cfg.residual && layer > 0).then_some(ws.inputs[layer].as_slice());
             if cfg.batch_norm {
+                add_bias(&mut z, &model.biases[layer]);
                 batch_norm_train(
                     &mut z,
                     rows,
@@ -401,13 +508,15 @@ pub fn loss_and_gradients(
                     &mut ws.normalized[layer],
                     &mut ws.inv_std[layer],
                 );
+                hidden_epilogue(cfg.activation, &mut z, None, residual_input);
+            } else {
+                hidden_epilogue(
+                    cfg.activation,
+                    &mut z,
+                    Some(&model.biases[layer]),
+                    residual_input,
+                );
             }
-            if cfg.residual && layer > 0 {
-                for (zv, hv) in z.iter_mut().zip(&ws.inputs[layer]) {
-                    *zv += hv;
-                }
-            }
-            activate(cfg.activation, &mut z);
         }
         ws.inputs[layer + 1] = z;
     }
@@ -440,8 +549,9 @@ pub fn loss_and_gradients(
     let mut dh = std::mem::take(&mut ws.dh);
     let mut dpre = std::mem::take(&mut ws.dpre);
     // The output layer.
+    column_sums(&g, &mut grads.biases[cfg.depth]);
     weight_gradients(
-        &mut grads,
+        &mut grads.weights[cfg.depth],
         model,
         &ws.inputs,
         cfg.depth,
@@ -450,16 +560,25 @@ pub fn loss_and_gradients(
         Some(&mut dh),
     );
     // Hidden layer j: z = h_j·Wᵀ + b, pre = bn(z) (+ h_j in a residual block), h_{j+1} = act(pre).
+    // `dh` holds dL/dh_{j+1} from the layer above's matrix product; when that layer is a
+    // residual block, its dL/dpre (still in `dpre`) reaches h_{j+1} directly too, and is added
+    // in the same pass that applies the activation's derivative.
     for j in (0..cfg.depth).rev() {
+        let above_is_residual = cfg.residual && j + 1 < cfg.depth;
+        let bias_grad = (!cfg.batch_norm).then_some(grads.biases[j].as_mut_slice());
+        activation_backward_fused(
+            cfg.activation,
+            &ws.inputs[j + 1],
+            &mut dh,
+            above_is_residual.then_some(dpre.as_slice()),
+            bias_grad,
+        );
         std::mem::swap(&mut dh, &mut dpre);
-        activation_backward(cfg.activation, &ws.inputs[j + 1], &mut dpre);
-        let residual = cfg.residual && j > 0;
-        let mut dz = std::mem::take(&mut g);
-        dz.clear();
-        dz.extend_from_slice(&dpre);
+        // Now dpre = dL/dpre_j; dz = dL/dz_j is dpre itself unless batch norm sits between.
         if cfg.batch_norm {
             batch_norm_backward(
-                &mut dz,
+                &dpre,
+                &mut g,
                 rows,
                 cfg.width,
                 &ws.normalized[j],
@@ -468,24 +587,18 @@ pub fn loss_and_gradients(
                 &mut grads.gammas[j],
                 &mut grads.betas[j],
             );
+            column_sums(&g, &mut grads.biases[j]);
         }
-        let want_input = j > 0;
+        let dz = if cfg.batch_norm { &g } else { &dpre };
         weight_gradients(
-            &mut grads,
+            &mut grads.weights[j],
             model,
             &ws.inputs,
             j,
-            &dz,
+            dz,
             rows,
-            want_input.then_some(&mut dh),
+            (j > 0).then_some(&mut dh),
         );
-        if residual {
-            // The block's input also reaches its output directly.
-            for (d, p) in dh.iter_mut().zip(&dpre) {
-                *d += p;
-            }
-        }
-        g = dz;
     }
     ws.inputs[cfg.depth + 1] = g;
     ws.dh = dh;
@@ -494,9 +607,9 @@ pub fn loss_and_gradients(
     loss as f32 * inv_rows
 }
 
-/// Stores dW and db of `layer` from `dz` (dL/dz, rows × out), and dL/d(input) into `dh` if given.
+/// Stores dW of `layer` from `dz` (dL/dz, rows × out), and dL/d(input) into `dh` if given.
 fn weight_gradients(
-    grads: &mut Gradients,
+    dw: &mut [f32],
     model: &NativeMlp,
     inputs: &[Vec<f32>],
     layer: usize,
@@ -506,7 +619,7 @@ fn weight_gradients(
 ) {
     let (i, o) = (fan_in(&model.cfg, layer), fan_out(&model.cfg, layer));
     let h = &inputs[layer];
-    let dw = &mut grads.weights[layer];
+    debug_assert!(dz.len() >= rows * o && h.len() >= rows * i && dw.len() >= o * i);
     // SAFETY: dz is rows×o (read transposed), h rows×i, dw o×i (overwritten: beta = 0).
     unsafe {
         matrixmultiply::sgemm(
@@ -525,13 +638,6 @@ fn weight_gradients(
             i as isize,
             1,
         );
-    }
-    let db = &mut grads.biases[layer];
-    db.fill(0.0);
-    for row in dz.chunks(o) {
-        for (d, v) in db.iter_mut().zip(row) {
-            *d += v;
-        }
     }
     if let Some(dh) = dh {
         dh.resize(rows * i, 0.0);
@@ -604,10 +710,11 @@ fn batch_norm_train(
     }
 }
 
-/// Turns dL/dy into dL/dz in place (y = γ·ẑ + β, ẑ = (z − μ)/σ), storing dγ and dβ.
+/// dL/dz from dL/dy (y = γ·ẑ + β, ẑ = (z − μ)/σ) into `dz`, storing dγ and dβ.
 #[allow(clippy::too_many_arguments)]
 fn batch_norm_backward(
-    dy: &mut [f32],
+    dy: &[f32],
+    dz: &mut Vec<f32>,
     rows: usize,
     width: usize,
     normalized: &[f32],
@@ -627,9 +734,14 @@ fn batch_norm_backward(
         }
     }
     let n = rows as f32;
-    for (drow, nrow) in dy.chunks_mut(width).zip(normalized.chunks(width)) {
+    dz.resize(rows * width, 0.0);
+    for ((zrow, drow), nrow) in dz
+        .chunks_mut(width)
+        .zip(dy.chunks(width))
+        .zip(normalized.chunks(width))
+    {
         for c in 0..width {
-            drow[c] = gamma[c] * inv_std[c] / n * (n * drow[c] - dbeta[c] - nrow[c] * dgamma[c]);
+            zrow[c] = gamma[c] * inv_std[c] / n * (n * drow[c] - dbeta[c] - nrow[c] * dgamma[c]);
         }
     }
 }
@@ -766,9 +878,11 @@ pub fn evaluate(model: &NativeMlp, table: &Table, batch_size: usize) -> (f64, f6
     let (dim, classes) = (table.dim(), model.cfg.classes);
     let mut loss = 0.0f64;
     let mut correct = 0usize;
+    let mut buffers = EvalBuffers::default();
     for start in (0..table.len()).step_by(batch_size.max(1)) {
         let end = (start + batch_size).min(table.len());
-        let logits = model.forward_eval(&table.x[start * dim..end * dim], end - start);
+        let logits =
+            model.forward_eval_into(&table.x[start * dim..end * dim], end - start, &mut buffers);
         for (row, &label) in logits.chunks(classes).zip(&table.y[start..end]) {
             let (best, max) =
                 row.iter()
@@ -793,9 +907,10 @@ pub fn predict(model: &NativeMlp, x: &[f32], batch_size: usize) -> Vec<u32> {
     let (dim, classes) = (model.cfg.inputs, model.cfg.classes);
     let rows = x.len() / dim.max(1);
     let mut out = Vec::with_capacity(rows);
+    let mut buffers = EvalBuffers::default();
     for start in (0..rows).step_by(batch_size.max(1)) {
         let end = (start + batch_size).min(rows);
-        let logits = model.forward_eval(&x[start * dim..end * dim], end - start);
+        let logits = model.forward_eval_into(&x[start * dim..end * dim], end - start, &mut buffers);
         out.extend(logits.chunks(classes).map(|row| {
             row.iter()
                 .enumerate()
