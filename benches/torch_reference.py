@@ -130,6 +130,31 @@ def bench_steps(adam: str) -> None:
         print(f"torch step batch={batch}: {statistics.median(times) * 1e6:.1f} us", flush=True)
 
 
+def bench_fix_step(adam: str) -> None:
+    """Median ms per training step of the 6.2.1.6 network (100 residual layers of width 40,
+    batch 512, clipping, weight decay), one thread, on random data."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = Mlp(2, N_CLASSES, depth=100, width=40, residual=True)
+    optim = make_adam(model.parameters(), lr=5e-4, weight_decay=1e-4, kind=adam)
+    pool = 16
+    xs = torch.randn(pool, 512, 2)
+    ys = torch.randint(0, N_CLASSES, (pool, 512))
+    times = []
+    for step in range(20 + 100):
+        x, y = xs[step % pool], ys[step % pool]
+        t0 = time.perf_counter()
+        optim.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 8.0)
+        optim.step()
+        loss.item()
+        if step >= 20:
+            times.append(time.perf_counter() - t0)
+    print(f"torch fix step: {statistics.median(times) * 1e3:.3f} ms", flush=True)
+
+
 # ---------------------------------------------------------------------------------------- data
 
 
@@ -401,6 +426,7 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("steps", parents=[common], help="median time per training step at batch sizes 1 to 1024")
+    sub.add_parser("fix-step", parents=[common], help="median time per step of the 100-layer network of 6.2.1.6")
     cnn = sub.add_parser("cnn-steps", help="median time per ResNet18 training step (64×64, batch 32)")
     cnn.add_argument("--threads", type=int, default=2)
     cnn.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -413,6 +439,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if args.command == "steps":
         bench_steps(args.adam)
+    elif args.command == "fix-step":
+        bench_fix_step(args.adam)
     elif args.command == "cnn-steps":
         bench_cnn_steps(args.threads, args.device, [int(b) for b in args.batches.split(",")])
     else:

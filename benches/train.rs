@@ -2,6 +2,10 @@
 //!
 //! - per training step (forward, backward, Adam, loss read back) of the default MLP (2 → 6×16 →
 //!   33) at batch sizes 1, 16, 128, 256, 1024, one thread, for both engines (native and burn);
+//! - per step of the 6.2.1.6 network (100 residual layers of width 40, batch 512, clipping,
+//!   weight decay, gradient norms recorded), native engine, one thread: its achieved GFLOPS
+//!   against the rate of its three matrix products timed alone (the GEMM limit for its shapes)
+//!   and against a large product (the core's rate), and PyTorch's step;
 //! - with `BENCH_CNN=1`: a ResNet18 training step (64×64, batch 32, 2 threads), widths 16 and 64;
 //!   `BENCH_DEVICE=cuda|wgpu` trains on that device instead (a build with the feature; PyTorch
 //!   then runs on CUDA), `BENCH_BATCHES=32,128` sets the batch sizes and `BENCH_ONLY_CNN=1`
@@ -81,6 +85,123 @@ fn our_step_us(native: bool, batch: usize, rows: usize, repeats: usize) -> f64 {
         .collect();
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
+}
+
+/// The 6.2.1.6 network's step: (median ms, GFLOP per step) over one epoch of 20,480 rows.
+fn fix_step() -> (f64, f64) {
+    let (train_split, validation, test) = synthetic_map(&MapConfig {
+        seed: 1,
+        n_train: 20_480,
+        n_val: 64,
+        n_test: 64,
+        n_classes: 33,
+    });
+    let splits = Splits {
+        train: &train_split,
+        validation: &validation,
+        test: &test,
+    };
+    let (depth, width, batch) = (100, 40, 512);
+    let cfg = TrainConfig {
+        model: MlpConfig {
+            inputs: 2,
+            classes: 33,
+            depth,
+            width,
+            activation: Activation::Relu,
+            batch_norm: false,
+            residual: true,
+        },
+        optimizer: Optimizer::Adam,
+        lr: 5e-4,
+        schedule: Schedule::Constant,
+        weight_decay: 1e-4,
+        grad_clip: Some(8.0),
+        batch_size: batch,
+        epochs: 1,
+        eval_batch_size: 1024,
+        seed: 0,
+        record_grad_norms: true,
+    };
+    let mut samples: Vec<f64> = (0..3)
+        .map(|_| {
+            let out = pipeline::ml::native::train(&splits, &cfg, &Quiet).expect("train");
+            out.epochs[0].train_time_s / out.steps_per_epoch as f64 * 1e3
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    // Forward, dW and dL/dh: three products of 2·batch·width² per hidden layer (the first and
+    // last layers are narrower and left out).
+    let gflop = 3.0 * 2.0 * (batch * width * width * (depth - 1)) as f64 / 1e9;
+    (samples[1], gflop)
+}
+
+/// GFLOPS of `gemm` on c = a·b, one thread, with a's and b's strides as given (median of 5).
+fn gemm_rate(m: usize, k: usize, n: usize, a_t: bool, b_t: bool, repeats: usize) -> f64 {
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 / 17.0).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 13) as f32 / 13.0).collect();
+    let mut c = vec![0.0f32; m * n];
+    let (a_rs, a_cs) = if a_t {
+        (1, m as isize)
+    } else {
+        (k as isize, 1)
+    };
+    let (b_rs, b_cs) = if b_t {
+        (1, k as isize)
+    } else {
+        (n as isize, 1)
+    };
+    let mut samples: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..repeats {
+                // SAFETY: a is m×k and b k×n under these strides, c m×n row-major.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        c.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        a.as_ptr(),
+                        a_cs,
+                        a_rs,
+                        b.as_ptr(),
+                        b_cs,
+                        b_rs,
+                        0.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            }
+            2.0 * (m * k * n * repeats) as f64 / start.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    samples.sort_by(f64::total_cmp);
+    samples[2]
+}
+
+/// `torch fix step: X ms` from the reference script.
+fn torch_fix_step() -> Option<f64> {
+    let out = Command::new(torch_python())
+        .arg(torch_reference())
+        .arg("fix-step")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        l.strip_prefix("torch fix step:")?
+            .trim()
+            .trim_end_matches("ms")
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// The reference script: `TORCH_REFERENCE`, else this checkout's (a bench binary carried to
@@ -368,6 +489,29 @@ fn main() {
             ),
             None => println!("{line}"),
         }
+    }
+    let (ms, gflop) = fix_step();
+    let achieved = gflop / (ms / 1e3);
+    // The step's three product shapes, each timed alone: the limit for these shapes.
+    let (forward, weights, inputs) = (
+        gemm_rate(512, 40, 40, false, true, 2000),
+        gemm_rate(40, 512, 40, true, false, 2000),
+        gemm_rate(512, 40, 40, false, false, 2000),
+    );
+    let shapes_limit = 3.0 / (1.0 / forward + 1.0 / weights + 1.0 / inputs);
+    let large = gemm_rate(768, 768, 768, false, false, 3);
+    println!(
+        "6.2.1.6 network step (100×40 residual, batch 512), native, 1 thread: {ms:.2} ms, \
+         {gflop:.3} GFLOP → {achieved:.1} GFLOPS; its products alone {shapes_limit:.1} GFLOPS \
+         (forward {forward:.1}, dW {weights:.1}, dL/dh {inputs:.1}) = {:.0}% of that limit; \
+         a 768³ product {large:.1} GFLOPS",
+        100.0 * achieved / shapes_limit
+    );
+    if let Some(theirs) = torch_fix_step() {
+        println!(
+            "  PyTorch {theirs:.2} ms per step (1 thread) → native {:.2}× PyTorch's speed (target ≥ 5×)",
+            theirs / ms
+        );
     }
     if std::env::var_os("BENCH_CNN").is_some() {
         cnn_steps(&torch_cnn_steps());

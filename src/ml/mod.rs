@@ -57,6 +57,21 @@ impl ModuleVisitor for ForceInit {
     }
 }
 
+/// Threads this process may use now: the stage's own, plus any the scheduler lends it while
+/// cores would otherwise sit idle (`threads N` lines from the engine, see `schedule::isolate`).
+/// Engines that can widen (the native MLP engine) read it between steps.
+static GRANTED_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+pub fn granted_threads() -> usize {
+    GRANTED_THREADS
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .max(1)
+}
+
+pub fn set_granted_threads(threads: usize) {
+    GRANTED_THREADS.store(threads.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Runs `f` on a rayon pool of `threads` threads with flush-to-zero on: without it, tiny
 /// gradients become denormal floats and training steps slow down ~1.7× after a few hundred
 /// steps (measured on burn 0.22.1 / Flex). The same setting on every run keeps results

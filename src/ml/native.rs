@@ -570,7 +570,154 @@ pub fn loss_and_gradients(
     y: &[u32],
     ws: &mut WorkspaceHandle,
 ) -> f32 {
-    let cfg = model.cfg.clone();
+    let rows = y.len();
+    let mut running = RunningStats {
+        means: std::mem::take(&mut model.running_means),
+        vars: std::mem::take(&mut model.running_vars),
+    };
+    let loss = part_loss_and_gradients(model, Some(&mut running), x, y, rows, ws);
+    model.running_means = running.means;
+    model.running_vars = running.vars;
+    loss as f32 * (1.0 / rows as f32)
+}
+
+/// Batches of at least 2·PART_ROWS rows without batch norm are computed as parts of about
+/// PART_ROWS rows (at most MAX_PARTS) whose gradients are summed in part order. The split depends
+/// only on the batch, never on the threads, so the parts can run on as many threads as the
+/// scheduler lends the stage and the numbers stay the same (tested). Batch norm's statistics
+/// span the whole batch, so such a network is never split.
+const PART_ROWS: usize = 256;
+const MAX_PARTS: usize = 4;
+
+fn parts_for(cfg: &MlpConfig, rows: usize) -> usize {
+    if cfg.batch_norm {
+        1
+    } else {
+        (rows / PART_ROWS).clamp(1, MAX_PARTS)
+    }
+}
+
+/// The per-part workspaces of a step and the threads that run them.
+#[derive(Default)]
+pub struct StepParts {
+    workspaces: Vec<WorkspaceHandle>,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl StepParts {
+    /// The helper threads, started on first use; None where none can be started.
+    fn pool(&mut self) -> Option<&rayon::ThreadPool> {
+        if self.pool.is_none() {
+            self.pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(MAX_PARTS)
+                .thread_name(|i| format!("pipeline-part-{i}"))
+                .build()
+                .ok();
+        }
+        self.pool.as_ref()
+    }
+
+    /// Runs each of `jobs` (one per part) on up to `threads` threads; part p on group p mod threads.
+    fn run<J: FnMut() + Send>(&mut self, jobs: Vec<J>, threads: usize) {
+        let threads = threads.clamp(1, jobs.len().max(1));
+        if threads == 1 {
+            jobs.into_iter().for_each(|mut job| job());
+            return;
+        }
+        // No flush-to-zero on these threads: the calling thread runs without it too, and a part
+        // must give the same bits wherever it runs.
+        // No threads to be had (a process limit): the same parts, one after another.
+        let Some(pool) = self.pool() else {
+            jobs.into_iter().for_each(|mut job| job());
+            return;
+        };
+        let mut groups: Vec<Vec<J>> = (0..threads).map(|_| Vec::new()).collect();
+        for (p, job) in jobs.into_iter().enumerate() {
+            groups[p % threads].push(job);
+        }
+        pool.scope(|scope| {
+            for group in groups {
+                scope.spawn(move |_| group.into_iter().for_each(|mut job| job()));
+            }
+        });
+    }
+}
+
+/// [`loss_and_gradients`] for a batch split into parts (see [`PART_ROWS`]) on up to `threads`
+/// threads; the summed gradients are left in the first part's workspace
+/// ([`StepParts::gradients`]).
+pub fn loss_and_gradients_in_parts(
+    model: &mut NativeMlp,
+    x: &[f32],
+    y: &[u32],
+    parts: &mut StepParts,
+    threads: usize,
+) -> f32 {
+    let rows = y.len();
+    let n = parts_for(&model.cfg, rows);
+    if parts.workspaces.len() < n {
+        parts.workspaces.resize_with(n, WorkspaceHandle::default);
+    }
+    if n == 1 {
+        return loss_and_gradients(model, x, y, &mut parts.workspaces[0]);
+    }
+    let dim = model.cfg.inputs;
+    let shared: &NativeMlp = model;
+    let mut losses = vec![0.0f64; n];
+    let mut workspaces = std::mem::take(&mut parts.workspaces);
+    let jobs: Vec<_> = workspaces
+        .iter_mut()
+        .zip(losses.iter_mut())
+        .enumerate()
+        .map(|(p, (ws, loss))| {
+            let (start, end) = (p * rows / n, (p + 1) * rows / n);
+            let (xs, ys) = (&x[start * dim..end * dim], &y[start..end]);
+            move || *loss = part_loss_and_gradients(shared, None, xs, ys, rows, ws)
+        })
+        .collect();
+    parts.run(jobs, threads);
+    let (first, rest) = workspaces.split_at_mut(1);
+    let total = first[0].gradients();
+    for ws in &mut rest[..n - 1] {
+        let part = ws.gradients();
+        for (t, g) in total.all_mut().zip(part.all()) {
+            for (a, b) in t.iter_mut().zip(g) {
+                *a += b;
+            }
+        }
+    }
+    parts.workspaces = workspaces;
+    losses.iter().sum::<f64>() as f32 * (1.0 / rows as f32)
+}
+
+impl StepParts {
+    /// The gradients of the last [`loss_and_gradients_in_parts`] call.
+    pub fn gradients(&mut self) -> &mut Gradients {
+        if self.workspaces.is_empty() {
+            self.workspaces.push(WorkspaceHandle::default());
+        }
+        self.workspaces[0].gradients()
+    }
+}
+
+/// Batch norm's running statistics, apart from the model so that parts of a step can share the
+/// model read-only.
+struct RunningStats {
+    means: Vec<Vec<f32>>,
+    vars: Vec<Vec<f32>>,
+}
+
+/// Forward and backward over `y.len()` rows of a batch of `batch_rows`: the gradients (left in
+/// `ws`) are this part's share of the batch mean's; returns the part's summed cross-entropy.
+fn part_loss_and_gradients(
+    model: &NativeMlp,
+    mut running: Option<&mut RunningStats>,
+    x: &[f32],
+    y: &[u32],
+    batch_rows: usize,
+    ws: &mut WorkspaceHandle,
+) -> f64 {
+    let cfg = &model.cfg;
     let rows = y.len();
     ws.inputs.resize(cfg.depth + 2, Vec::new());
     ws.normalized.resize(cfg.depth, Vec::new());
@@ -578,7 +725,7 @@ pub fn loss_and_gradients(
     ws.inputs[0].clear();
     ws.inputs[0].extend_from_slice(x);
     for layer in 0..=cfg.depth {
-        let (i, o) = (fan_in(&cfg, layer), fan_out(&cfg, layer));
+        let (i, o) = (fan_in(cfg, layer), fan_out(cfg, layer));
         let mut z = std::mem::take(&mut ws.inputs[layer + 1]);
         z.resize(rows * o, 0.0);
         matmul_weights_t(&ws.inputs[layer], rows, i, &model.weights[layer], o, &mut z);
@@ -593,6 +740,7 @@ pub fn loss_and_gradients(
                     rows,
                     o,
                     model,
+                    running.as_deref_mut(),
                     layer,
                     &mut ws.normalized[layer],
                     &mut ws.inv_std[layer],
@@ -614,7 +762,7 @@ pub fn loss_and_gradients(
     let classes = cfg.classes;
     let mut loss = 0.0f64;
     let mut g = std::mem::take(&mut ws.inputs[cfg.depth + 1]);
-    let inv_rows = 1.0 / rows as f32;
+    let inv_rows = 1.0 / batch_rows as f32;
     for (row, &label) in g.chunks_mut(classes).zip(y) {
         let label = label as usize;
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -634,7 +782,7 @@ pub fn loss_and_gradients(
     }
 
     let mut grads = ws.grads.take().unwrap_or_else(Gradients::empty);
-    grads.resize(&cfg, model.gammas.len());
+    grads.resize(cfg, model.gammas.len());
     let mut dh = std::mem::take(&mut ws.dh);
     let mut dpre = std::mem::take(&mut ws.dpre);
     // The output layer.
@@ -693,7 +841,7 @@ pub fn loss_and_gradients(
     ws.dh = dh;
     ws.dpre = dpre;
     ws.grads = Some(grads);
-    loss as f32 * inv_rows
+    loss
 }
 
 /// Stores dW of `layer` from `dz` (dL/dz, rows × out), and dL/d(input) into `dh` if given.
@@ -717,11 +865,13 @@ fn weight_gradients(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn batch_norm_train(
     z: &mut [f32],
     rows: usize,
     width: usize,
-    model: &mut NativeMlp,
+    model: &NativeMlp,
+    running: Option<&mut RunningStats>,
     layer: usize,
     normalized: &mut Vec<f32>,
     inv_std: &mut Vec<f32>,
@@ -756,10 +906,13 @@ fn batch_norm_train(
     } else {
         1.0
     };
+    let Some(running) = running else {
+        return;
+    };
     for c in 0..width {
-        let rm = &mut model.running_means[layer][c];
+        let rm = &mut running.means[layer][c];
         *rm = (1.0 - BN_MOMENTUM) * *rm + BN_MOMENTUM * mean[c];
-        let rv = &mut model.running_vars[layer][c];
+        let rv = &mut running.vars[layer][c];
         *rv = (1.0 - BN_MOMENTUM) * *rv + BN_MOMENTUM * var[c] * unbiased;
     }
 }
@@ -881,7 +1034,7 @@ pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<Tr
     let mut stepper = NativeStepper {
         model,
         optimizer,
-        workspace: WorkspaceHandle::default(),
+        parts: StepParts::default(),
         grad_clip: cfg.grad_clip,
     };
     let record = run_loop(splits, cfg, hooks, &mut stepper)?;
@@ -898,17 +1051,24 @@ pub fn train(splits: &Splits, cfg: &TrainConfig, hooks: &dyn Hooks) -> Result<Tr
 struct NativeStepper {
     model: NativeMlp,
     optimizer: OptimizerState,
-    workspace: WorkspaceHandle,
+    parts: StepParts,
     grad_clip: Option<f64>,
 }
 
 impl Stepper for NativeStepper {
     fn step(&mut self, x: &[f32], y: &[u32], lr: f64, grad_sums: &mut [f64]) -> Result<f32> {
-        let loss = loss_and_gradients(&mut self.model, x, y, &mut self.workspace);
+        // The threads lent right now (1 unless the scheduler lends idle cores); the numbers do
+        // not depend on them.
+        let threads = super::granted_threads();
+        if threads > 1 {
+            // Started here, so that the evaluations can use the lent threads too.
+            let _ = self.parts.pool();
+        }
+        let loss = loss_and_gradients_in_parts(&mut self.model, x, y, &mut self.parts, threads);
         if !loss.is_finite() {
             return Ok(loss);
         }
-        let grads = self.workspace.gradients();
+        let grads = self.parts.gradients();
         for (sum, g) in grad_sums.iter_mut().zip(grads.layer_squares()) {
             *sum += g;
         }
@@ -920,40 +1080,96 @@ impl Stepper for NativeStepper {
     }
 
     fn evaluate(&self, table: &Table, batch_size: usize) -> Result<(f64, f64)> {
-        Ok(evaluate(&self.model, table, batch_size))
+        Ok(evaluate_on_threads(
+            &self.model,
+            table,
+            batch_size,
+            self.parts.pool.as_ref(),
+            super::granted_threads(),
+        ))
     }
 }
 
 /// Per-sample mean cross-entropy and accuracy of a split (batch norm on running statistics).
 pub fn evaluate(model: &NativeMlp, table: &Table, batch_size: usize) -> (f64, f64) {
+    evaluate_on_threads(model, table, batch_size, None, 1)
+}
+
+/// [`evaluate`] with the batches shared among up to `threads` threads of `pool`. Each batch's sums are
+/// kept apart and added in batch order, so the result does not depend on the thread count.
+pub fn evaluate_on_threads(
+    model: &NativeMlp,
+    table: &Table,
+    batch_size: usize,
+    pool: Option<&rayon::ThreadPool>,
+    threads: usize,
+) -> (f64, f64) {
     if table.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    let (dim, classes) = (table.dim(), model.cfg.classes);
-    let mut loss = 0.0f64;
-    let mut correct = 0usize;
-    let mut buffers = EvalBuffers::default();
-    for start in (0..table.len()).step_by(batch_size.max(1)) {
-        let end = (start + batch_size).min(table.len());
-        let logits =
-            model.forward_eval_into(&table.x[start * dim..end * dim], end - start, &mut buffers);
-        for (row, &label) in logits.chunks(classes).zip(&table.y[start..end]) {
-            let (best, max) =
-                row.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |acc, (c, &v)| if v > acc.1 { (c, v) } else { acc },
-                    );
-            let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-            loss += (sum.ln() + max - row[label as usize]) as f64;
-            correct += usize::from(best == label as usize);
+    let batch_size = batch_size.max(1);
+    let batches = table.len().div_ceil(batch_size);
+    let mut sums = vec![(0.0f64, 0usize); batches];
+    let threads = threads.clamp(1, batches);
+    let per_thread = batches.div_ceil(threads);
+    let run = |first: usize, out: &mut [(f64, usize)]| {
+        let mut buffers = EvalBuffers::default();
+        for (b, slot) in out.iter_mut().enumerate() {
+            *slot = batch_sums(
+                model,
+                table,
+                (first + b) * batch_size,
+                batch_size,
+                &mut buffers,
+            );
         }
+    };
+    match pool {
+        Some(pool) if threads > 1 => pool.scope(|scope| {
+            for (t, chunk) in sums.chunks_mut(per_thread).enumerate() {
+                let run = &run;
+                scope.spawn(move |_| run(t * per_thread, chunk));
+            }
+        }),
+        _ => run(0, &mut sums),
     }
+    let (loss, correct) = sums
+        .iter()
+        .fold((0.0f64, 0usize), |(l, c), (bl, bc)| (l + bl, c + bc));
     (
         loss / table.len() as f64,
         correct as f64 / table.len() as f64,
     )
+}
+
+/// Summed cross-entropy and correct predictions of the batch starting at row `start`.
+fn batch_sums(
+    model: &NativeMlp,
+    table: &Table,
+    start: usize,
+    batch_size: usize,
+    buffers: &mut EvalBuffers,
+) -> (f64, usize) {
+    let (dim, classes) = (table.dim(), model.cfg.classes);
+    let end = (start + batch_size).min(table.len());
+    let logits = model.forward_eval_into(&table.x[start * dim..end * dim], end - start, buffers);
+    let mut loss = 0.0f64;
+    let mut correct = 0usize;
+    for (row, &label) in logits.chunks(classes).zip(&table.y[start..end]) {
+        let (best, max) = row
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |acc, (c, &v)| {
+                    if v > acc.1 { (c, v) } else { acc }
+                },
+            );
+        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        loss += (sum.ln() + max - row[label as usize]) as f64;
+        correct += usize::from(best == label as usize);
+    }
+    (loss, correct)
 }
 
 /// Predicted classes of feature rows.
@@ -1050,5 +1266,73 @@ mod tests {
         let path = dir.path().join("m.safetensors");
         model.save(&path).unwrap();
         assert_eq!(NativeMlp::load(&cfg, &path).unwrap(), model);
+    }
+
+    /// A split step gives the same bits on any number of threads, and matches the unsplit step
+    /// up to float reordering; so does an evaluation.
+    #[test]
+    fn split_steps_and_evaluations_do_not_depend_on_threads() {
+        let cfg = MlpConfig {
+            inputs: 3,
+            classes: 4,
+            depth: 5,
+            width: 9,
+            activation: Activation::Relu,
+            batch_norm: false,
+            residual: true,
+        };
+        let model = NativeMlp::init(&cfg, 11);
+        let rows = 1024;
+        let x: Vec<f32> = (0..rows * 3)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect();
+        let y: Vec<u32> = (0..rows).map(|i| (i * 7 % 4) as u32).collect();
+        assert_eq!(parts_for(&cfg, rows), 4);
+        let split = |threads: usize| {
+            let mut m = model.clone();
+            let mut parts = StepParts::default();
+            let loss = loss_and_gradients_in_parts(&mut m, &x, &y, &mut parts, threads);
+            let grads: Vec<f32> = parts.gradients().all().flatten().copied().collect();
+            (loss, grads)
+        };
+        let one = split(1);
+        for threads in [2, 3, 4, 8] {
+            assert_eq!(split(threads), one, "{threads} threads");
+        }
+        let mut ws = WorkspaceHandle::default();
+        let whole = loss_and_gradients(&mut model.clone(), &x, &y, &mut ws);
+        assert!((whole - one.0).abs() <= 1e-6 * whole.abs());
+        for (a, b) in ws.gradients().all().flatten().zip(&one.1) {
+            assert!((a - b).abs() <= 1e-5 * a.abs().max(1e-3), "{a} vs {b}");
+        }
+        // Batch norm's statistics span the batch: never split.
+        assert_eq!(
+            parts_for(
+                &MlpConfig {
+                    batch_norm: true,
+                    ..cfg.clone()
+                },
+                rows
+            ),
+            1
+        );
+
+        let table = Table {
+            features: vec!["a".into(), "b".into(), "c".into()],
+            label: "y".into(),
+            x: x.clone(),
+            y: y.clone(),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let sequential = evaluate(&model, &table, 100);
+        for threads in [2, 3, 5] {
+            assert_eq!(
+                evaluate_on_threads(&model, &table, 100, Some(&pool), threads),
+                sequential
+            );
+        }
     }
 }

@@ -109,6 +109,9 @@ pub struct OpContext<'a> {
     /// The descriptor of the key's lock; processes the stage starts inherit it, so the key stays
     /// locked for as long as any of them runs (even one left behind by a killed engine).
     pub lock_fd: Option<i32>,
+    /// For an elastic op ([`Op::elastic`]): the threads the scheduler currently lets the stage
+    /// use (its own plus any lent), changed while it runs.
+    pub lent_threads: Option<&'a std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl OpContext<'_> {
@@ -239,6 +242,13 @@ pub trait Op: Send + Sync {
     }
     /// Run in a child process of its own (ops whose library serialises threads, or may abort).
     fn isolate(&self) -> bool {
+        false
+    }
+    /// Whether a running stage can use more threads than it started with (and give them back):
+    /// the scheduler lends it idle cores while no other stage is ready. Such an op reads the
+    /// current count between steps ([`crate::ml::granted_threads`] in its child process) and its
+    /// results must not depend on it.
+    fn elastic(&self, _params: &Params) -> bool {
         false
     }
     /// A rough relative run time (seconds, order of magnitude), so that the scheduler can start

@@ -195,6 +195,11 @@ impl Op for TrainMlp {
         true
     }
 
+    /// The native engine splits large batches and its evaluations over lent threads.
+    fn elastic(&self, params: &super::Params) -> bool {
+        !params.str("engine").is_ok_and(|e| e == "burn")
+    }
+
     /// The burn engine trains on any device; the native one is CPU kernels.
     fn gpu(&self, params: &super::Params) -> super::GpuUse {
         if params.str("engine").is_ok_and(|e| e == "burn") {

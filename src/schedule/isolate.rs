@@ -105,10 +105,17 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
         .spawn(&mut command)
         .context("starting a child process for the stage")?;
     ctx.child_registry.register(child.id());
+    let done = Arc::new(AtomicBool::new(false));
     let result = (|| {
         let mut stdin = child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?;
-        stdin.write_all(&serde_json::to_vec(&job)?)?;
-        drop(stdin);
+        let mut line = serde_json::to_vec(&job)?;
+        line.push(b'\n');
+        stdin.write_all(&line)?;
+        // An elastic stage's stdin stays open: a `threads N` line follows each change of the
+        // threads the scheduler lends it.
+        let lender = ctx
+            .lent_threads
+            .map(|cell| forward_lent_threads(cell.clone(), job.threads, stdin, done.clone()));
         let mut stderr = child.stderr.take().ok_or_else(|| anyhow!("no stderr"))?;
         let errors = std::thread::spawn(move || {
             let mut text = String::new();
@@ -123,6 +130,10 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
             }
         }
         let status = child.wait().context("waiting for the stage's process")?;
+        done.store(true, Ordering::Relaxed);
+        if let Some(lender) = lender {
+            let _ = lender.join();
+        }
         let errors = errors.join().unwrap_or_default();
         if status.success() {
             return Ok(());
@@ -136,6 +147,58 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
     })();
     ctx.child_registry.unregister(child.id());
     result
+}
+
+/// Writes `threads N` to a child's stdin whenever the lent count changes, until `done`.
+fn forward_lent_threads(
+    cell: Arc<std::sync::atomic::AtomicUsize>,
+    initial: usize,
+    mut stdin: std::process::ChildStdin,
+    done: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut told = initial;
+        while !done.load(Ordering::Relaxed) {
+            let now = cell.load(Ordering::Relaxed);
+            if now != told {
+                if writeln!(stdin, "threads {now}")
+                    .and_then(|()| stdin.flush())
+                    .is_err()
+                {
+                    return; // the child has exited
+                }
+                told = now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    })
+}
+
+/// Child side of [`forward_lent_threads`]: sets [`crate::ml::granted_threads`] from each line,
+/// and notes the change in the stage's log.
+fn listen_for_lent_threads(stdin: std::io::Stdin, log_path: PathBuf) {
+    let _ = std::thread::Builder::new()
+        .name("lent-threads".into())
+        .spawn(move || {
+            for line in stdin.lock().lines().map_while(Result::ok) {
+                let Some(n) = line
+                    .strip_prefix("threads ")
+                    .and_then(|n| n.trim().parse::<usize>().ok())
+                else {
+                    continue;
+                };
+                // Bounded: no stage is given more threads than a machine could have.
+                let n = n.clamp(1, 4096);
+                crate::ml::set_granted_threads(n);
+                if let Ok(mut log) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                {
+                    let _ = writeln!(log, "pipeline: the stage now uses {n} thread(s)");
+                }
+            }
+        });
 }
 
 struct StdoutProgress;
@@ -207,14 +270,20 @@ fn child_run(job_file: Option<&std::path::Path>) -> Result<()> {
             std::fs::read(file).with_context(|| format!("reading the job {}", file.display()))?
         }
         None => {
-            let mut input = Vec::new();
+            // The job is the first line; `threads N` lines may follow (an elastic stage).
+            let mut input = String::new();
             std::io::stdin()
-                .read_to_end(&mut input)
+                .lock()
+                .read_line(&mut input)
                 .context("reading the job")?;
-            input
+            input.into_bytes()
         }
     };
     let job: ChildJob = serde_json::from_slice(&input).context("parsing the job")?;
+    crate::ml::set_granted_threads(job.threads);
+    if job_file.is_none() {
+        listen_for_lent_threads(std::io::stdin(), job.log_path.clone());
+    }
     let op = ops::find(&job.op).ok_or_else(|| anyhow!("no op `{}`", job.op))?;
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
@@ -261,6 +330,7 @@ fn child_run(job_file: Option<&std::path::Path>) -> Result<()> {
         cancel: &cancel,
         child_registry: &NoChildren,
         lock_fd: None,
+        lent_threads: None,
     };
     op.run(&ctx)
 }

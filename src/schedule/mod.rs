@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -332,6 +332,10 @@ pub fn run(
     let mut free_gpus: Vec<Device> = opts.gpus.iter().rev().copied().collect();
     // Per running node: the local threads and GPU it holds, and whether it is a cluster job.
     let mut running: HashMap<usize, (usize, Option<Device>, bool)> = HashMap::new();
+    // Running elastic stages: their own threads and the cell of their current count. `lent`:
+    // the idle threads lent to one of them (node, count), reclaimed when a stage becomes ready.
+    let mut elastic: HashMap<usize, (usize, Arc<AtomicUsize>)> = HashMap::new();
+    let mut lent: Option<(usize, usize)> = None;
     // `device: auto` stages sent back to the CPU after failing on a GPU.
     let mut on_cpu_instead = vec![false; n];
     let mut jobs_running = 0usize;
@@ -360,6 +364,15 @@ pub fn run(
         // still free and nothing else fits, a stage that takes "all threads" (not pinned by
         // `resources`) starts on what is free rather than leaving cores idle until, say, a long
         // one-thread training ends. Thread counts do not change results (tested).
+        // Lent threads come back as soon as a stage is ready to use them.
+        if !ready.is_empty()
+            && let Some((node, count)) = lent.take()
+        {
+            if let Some((own, cell)) = elastic.get(&node) {
+                cell.store(*own, Ordering::Relaxed);
+            }
+            free_threads += count;
+        }
         for shrink in [false, true] {
             if summary.interrupted {
                 break;
@@ -406,6 +419,7 @@ pub fn run(
                         &tx,
                         &cancel,
                         &children,
+                        None,
                     )?;
                     continue;
                 }
@@ -453,6 +467,12 @@ pub fn run(
                     threads,
                     device,
                 });
+                // A CPU stage that can widen gets a cell through which idle threads are lent.
+                let cell = (device == Device::Cpu && node.op.elastic(&node.params))
+                    .then(|| Arc::new(AtomicUsize::new(threads)));
+                if let Some(cell) = &cell {
+                    elastic.insert(node_index, (threads, cell.clone()));
+                }
                 spawn_worker(
                     plan,
                     cache,
@@ -468,11 +488,25 @@ pub fn run(
                     &tx,
                     &cancel,
                     &children,
+                    cell,
                 )?;
             }
         }
         if running.is_empty() {
             break;
+        }
+        // Threads nothing ready can use go to the running elastic stage on the longest path.
+        if free_threads > 0
+            && ready.is_empty()
+            && lent.is_none()
+            && !summary.interrupted
+            && let Some((&node, (own, cell))) = elastic
+                .iter()
+                .max_by(|a, b| critical[*a.0].total_cmp(&critical[*b.0]).then(b.0.cmp(a.0)))
+        {
+            cell.store(own + free_threads, Ordering::Relaxed);
+            lent = Some((node, free_threads));
+            free_threads = 0;
         }
         let message = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
@@ -487,6 +521,13 @@ pub fn run(
             Message::Done(node, outcome) => (node, outcome),
         };
         let mut ran_on_gpu = None;
+        elastic.remove(&node_index);
+        if let Some((node, count)) = lent
+            && node == node_index
+        {
+            free_threads += count;
+            lent = None;
+        }
         if let Some((threads, gpu, remote)) = running.remove(&node_index) {
             free_threads += threads;
             free_gpus.extend(gpu);
@@ -616,6 +657,7 @@ fn spawn_worker(
     tx: &Sender<Message>,
     cancel: &Arc<AtomicBool>,
     children: &Arc<Children>,
+    lent: Option<Arc<AtomicUsize>>,
 ) -> Result<()> {
     let node = &plan.nodes[node_index];
     let inputs: Vec<(String, Vec<InputItem>)> = node
@@ -661,6 +703,7 @@ fn spawn_worker(
                 mem_mb: node.mem_mb,
                 time_s: node.time_s,
             }),
+        lent,
     };
     let tx = tx.clone();
     let cancel = cancel.clone();
@@ -711,6 +754,8 @@ struct Job {
     check: Check,
     /// Run as a Slurm job with these resources instead of here.
     slurm: Option<RemoteJob>,
+    /// An elastic stage's thread count, raised while the scheduler lends it idle threads.
+    lent: Option<Arc<AtomicUsize>>,
 }
 
 struct RemoteJob {
@@ -791,6 +836,7 @@ impl Job {
             cancel,
             child_registry: children,
             lock_fd: Some(lock.raw_fd()),
+            lent_threads: self.lent.as_ref(),
         };
         let result = if let Some(remote) = &self.slurm {
             let request = slurm::Request {

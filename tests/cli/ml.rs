@@ -737,6 +737,43 @@ stages:
 }
 
 #[test]
+fn an_elastic_stage_is_lent_idle_threads_and_its_numbers_do_not_change() {
+    // One native training alone on two threads: the scheduler lends it the idle one (its log
+    // says so); the same training on one thread gives the same bits.
+    let yaml = format!(
+        "{DATA}  net:\n    op: train.mlp\n    inputs: {{data: europe}}\n    params: {{depth: 3, width: 8, residual: true, batch_size: 512, epochs: 20}}\n"
+    );
+    let run = |jobs: &str| {
+        let p = Project::new();
+        p.write("p.yaml", &yaml);
+        p.run(&["run", "p.yaml", "--jobs", jobs]).ok();
+        let dir = out_dir(&p, "p.yaml", "net");
+        let log =
+            std::fs::read_to_string(dir.parent().unwrap().join("log.txt")).unwrap_or_default();
+        let mut run = json(&dir.join("run.json"));
+        for e in run["epochs"].as_array_mut().unwrap() {
+            e.as_object_mut()
+                .unwrap()
+                .retain(|k, _| !k.ends_with("time_s"));
+        }
+        (
+            run["epochs"].clone(),
+            std::fs::read(dir.join("model.safetensors")).unwrap(),
+            log,
+        )
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert!(!one.2.contains("now uses"), "{}", one.2);
+    assert!(
+        two.2.contains("the stage now uses 2 thread(s)"),
+        "{}",
+        two.2
+    );
+    assert_eq!(one.0, two.0);
+    assert!(one.1 == two.1, "the weights differ");
+}
+
+#[test]
 fn binary_learners_reject_a_multi_class_dataset_by_name() {
     let p = Project::new();
     p.write(
