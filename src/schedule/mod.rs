@@ -496,17 +496,21 @@ pub fn run(
             break;
         }
         // Threads nothing ready can use go to the running elastic stage on the longest path.
-        if free_threads > 0
-            && ready.is_empty()
-            && lent.is_none()
-            && !summary.interrupted
-            && let Some((&node, (own, cell))) = elastic
-                .iter()
-                .max_by(|a, b| critical[*a.0].total_cmp(&critical[*b.0]).then(b.0.cmp(a.0)))
-        {
-            cell.store(own + free_threads, Ordering::Relaxed);
-            lent = Some((node, free_threads));
-            free_threads = 0;
+        if free_threads > 0 && ready.is_empty() && !summary.interrupted {
+            let borrower = lent.map(|(node, _)| node).or_else(|| {
+                elastic
+                    .keys()
+                    .copied()
+                    .max_by(|a, b| critical[*a].total_cmp(&critical[*b]).then(b.cmp(a)))
+            });
+            if let Some(node) = borrower
+                && let Some((own, cell)) = elastic.get(&node)
+            {
+                let count = lent.map_or(0, |(_, count)| count) + free_threads;
+                cell.store(own + count, Ordering::Relaxed);
+                lent = Some((node, count));
+                free_threads = 0;
+            }
         }
         let message = match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(m) => m,
