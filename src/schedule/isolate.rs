@@ -145,6 +145,8 @@ pub fn run_in_child(op_name: &str, ctx: &OpContext) -> Result<()> {
             (true, None) => bail!("the stage's process was killed by a signal"),
         }
     })();
+    // Also on an early error: the lender thread stops.
+    done.store(true, Ordering::Relaxed);
     ctx.child_registry.unregister(child.id());
     result
 }

@@ -360,10 +360,6 @@ pub fn run(
             }
             reporter.event(&Event::Interrupted);
         }
-        // First every ready stage that gets all the threads it asks for; then, if threads are
-        // still free and nothing else fits, a stage that takes "all threads" (not pinned by
-        // `resources`) starts on what is free rather than leaving cores idle until, say, a long
-        // one-thread training ends. Thread counts do not change results (tested).
         // Lent threads come back as soon as a stage is ready to use them.
         if !ready.is_empty()
             && let Some((node, count)) = lent.take()
@@ -373,6 +369,10 @@ pub fn run(
             }
             free_threads += count;
         }
+        // First every ready stage that gets all the threads it asks for; then, if threads are
+        // still free and nothing else fits, a stage that takes "all threads" (not pinned by
+        // `resources`) starts on what is free rather than leaving cores idle until, say, a long
+        // one-thread training ends. Thread counts do not change results (tested).
         for shrink in [false, true] {
             if summary.interrupted {
                 break;
