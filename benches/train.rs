@@ -23,7 +23,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use pipeline::datasets::{MapConfig, synthetic_map};
+use pipeline::datasets::{MapConfig, Table, synthetic_map};
 use pipeline::ml::mlp::{Activation, MlpConfig};
 use pipeline::ml::train::{Hooks, Optimizer, Schedule, Splits, TrainConfig, train};
 
@@ -36,15 +36,20 @@ impl Hooks for Quiet {
     }
 }
 
-/// Median µs per step of one engine's loop, from `repeats` one-epoch runs over `rows` rows.
-fn our_step_us(native: bool, batch: usize, rows: usize, repeats: usize) -> f64 {
-    let (train_split, validation, test) = synthetic_map(&MapConfig {
+/// The generated map with `rows` training rows (33 classes) and small evaluation splits.
+fn bench_map(rows: usize) -> (Table, Table, Table) {
+    synthetic_map(&MapConfig {
         seed: 1,
         n_train: rows,
         n_val: 64,
         n_test: 64,
         n_classes: 33,
-    });
+    })
+}
+
+/// Median µs per step of one engine's loop, from `repeats` one-epoch runs over `rows` rows.
+fn our_step_us(native: bool, batch: usize, rows: usize, repeats: usize) -> f64 {
+    let (train_split, validation, test) = bench_map(rows);
     let splits = Splits {
         train: &train_split,
         validation: &validation,
@@ -89,13 +94,7 @@ fn our_step_us(native: bool, batch: usize, rows: usize, repeats: usize) -> f64 {
 
 /// The 6.2.1.6 network's step: (median ms, GFLOP per step) over one epoch of 20,480 rows.
 fn fix_step() -> (f64, f64) {
-    let (train_split, validation, test) = synthetic_map(&MapConfig {
-        seed: 1,
-        n_train: 20_480,
-        n_val: 64,
-        n_test: 64,
-        n_classes: 33,
-    });
+    let (train_split, validation, test) = bench_map(20_480);
     let splits = Splits {
         train: &train_split,
         validation: &validation,
