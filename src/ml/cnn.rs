@@ -136,12 +136,12 @@ pub struct CnnOutput {
 }
 
 /// Binary cross-entropy on logits, averaged: max(z, 0) − z·y + ln(1 + e^−|z|).
-fn bce_with_logits(z: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
+pub(super) fn bce_with_logits(z: Tensor<1>, y: Tensor<1>) -> Tensor<1> {
     let softplus = z.clone().abs().neg().exp().add_scalar(1.0).log();
     (z.clone().clamp_min(0.0) - z * y + softplus).mean()
 }
 
-fn float_labels(labels: &[u32], indices: &[usize], device: &Device) -> Tensor<1> {
+pub(super) fn float_labels(labels: &[u32], indices: &[usize], device: &Device) -> Tensor<1> {
     let y: Vec<f32> = indices.iter().map(|&i| labels[i] as f32).collect();
     Tensor::<1>::from_data(TensorData::new(y, [indices.len()]), device)
 }

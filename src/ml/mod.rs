@@ -15,6 +15,7 @@ pub mod logistic;
 pub mod metrics;
 pub mod mlp;
 pub mod native;
+pub mod native_cnn;
 pub mod resnet;
 pub mod train;
 

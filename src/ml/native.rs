@@ -233,7 +233,7 @@ impl NativeMlp {
 
 /// A matrix over a slice: element (r, c) at `r * row_stride + c * col_stride`.
 #[derive(Clone, Copy)]
-struct View<'a> {
+pub(super) struct View<'a> {
     data: &'a [f32],
     rows: usize,
     cols: usize,
@@ -242,7 +242,7 @@ struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    fn row_major(data: &'a [f32], rows: usize, cols: usize) -> View<'a> {
+    pub(super) fn row_major(data: &'a [f32], rows: usize, cols: usize) -> View<'a> {
         View {
             data,
             rows,
@@ -252,7 +252,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn t(self) -> View<'a> {
+    pub(super) fn t(self) -> View<'a> {
         View {
             rows: self.cols,
             cols: self.rows,
@@ -274,11 +274,22 @@ impl<'a> View<'a> {
 /// build through burn) runs these shapes (512×40·40×40) at 72–75 GFLOPS here against
 /// matrixmultiply's 49–63, about 80% of its own rate on large products (92 GFLOPS).
 fn matmul(a: View, b: View, c: &mut [f32]) {
+    matmul_with(a, b, c, 1);
+}
+
+/// c = a·b on up to `threads` threads (gemm splits the output, never the sum, so the bits do
+/// not depend on `threads`).
+pub(super) fn matmul_with(a: View, b: View, c: &mut [f32], threads: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(
         b.rows == k && a.in_bounds() && b.in_bounds() && c.len() >= m * n,
         "matmul shapes"
     );
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the assertion above keeps every element the strides reach inside its slice.
     unsafe {
         gemm::gemm(
@@ -300,7 +311,7 @@ fn matmul(a: View, b: View, c: &mut [f32]) {
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }
