@@ -417,6 +417,17 @@ def bench_cnn_steps(threads: int, device: str, batches: list[int]) -> None:
                 if i >= 5:
                     times.append(time.perf_counter() - start)
             print(f"torch cnn step width={width} batch={batch}: {statistics.median(times) * 1e3:.2f} ms")
+            # Feature extraction: the pooled backbone features in evaluation mode.
+            model.eval()
+            times = []
+            with torch.no_grad():
+                for i in range(25):
+                    start = time.perf_counter()
+                    features = model.layers(model.maxpool(torch.relu(model.bn1(model.conv1(x))))).mean(dim=(2, 3))
+                    features.sum().item()
+                    if i >= 5:
+                        times.append(time.perf_counter() - start)
+            print(f"torch cnn features width={width} batch={batch}: {statistics.median(times) * 1e3:.2f} ms")
 
 
 def main(argv: list[str]) -> None:

@@ -265,9 +265,9 @@ fn cnn_bench_setup() -> (pipeline::ml::device::Compute, Vec<usize>) {
     (device, batches)
 }
 
-/// `torch cnn step width=W batch=B: X ms` lines of the reference script, on the same device
-/// kind (PyTorch's CUDA for `cuda`).
-fn torch_cnn_steps() -> Vec<(usize, usize, f64)> {
+/// `torch cnn step|features width=W batch=B: X ms` lines of the reference script, on the same
+/// device kind (PyTorch's CUDA for `cuda`).
+fn torch_cnn_steps() -> Vec<(String, usize, usize, f64)> {
     let script = torch_reference();
     let (device, batches) = cnn_bench_setup();
     let device = if matches!(device, pipeline::ml::device::Compute::Cuda(_)) {
@@ -293,10 +293,12 @@ fn torch_cnn_steps() -> Vec<(usize, usize, f64)> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
-            let rest = l.strip_prefix("torch cnn step width=")?;
+            let rest = l.strip_prefix("torch cnn ")?;
+            let (kind, rest) = rest.split_once(" width=")?;
             let (w, rest) = rest.split_once(" batch=")?;
             let (b, ms) = rest.split_once(':')?;
             Some((
+                kind.to_string(),
                 w.trim().parse().ok()?,
                 b.trim().parse().ok()?,
                 ms.trim().trim_end_matches("ms").trim().parse().ok()?,
@@ -305,14 +307,98 @@ fn torch_cnn_steps() -> Vec<(usize, usize, f64)> {
         .collect()
 }
 
-/// ResNet18 training step (64×64, Adam, BCE) from scratch, 2 threads, on `BENCH_DEVICE`.
+fn median(mut times: Vec<f64>) -> f64 {
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// The native engine's training step and feature extraction (median ms), 2 threads.
+fn native_cnn_ms(width: usize, batch: usize, pixels: &[f32], size: usize) -> (f64, f64) {
+    use pipeline::ml::native_cnn::{Adam, Maps, NativeResNet, Targets, Workspace};
+    use pipeline::ml::resnet::{ResNet, ResNetConfig};
+    let config = ResNetConfig { width, outputs: 1 };
+    let device = burn::tensor::Device::flex().autodiff();
+    let model = pipeline::ml::seeded(&device, 0, |d| ResNet::new(&config, d));
+    pipeline::ml::with_threads(2, || {
+        let mut net = NativeResNet::from_burn(&model, &config).expect("convert");
+        let mut adam = Adam::new(&net);
+        let mut work = Workspace::default();
+        let mut grads = Vec::new();
+        let indices: Vec<usize> = (0..batch).collect();
+        let labels: Vec<u32> = (0..batch as u32).map(|i| i % 2).collect();
+        let x = Maps::from_chw(pixels, &indices, size);
+        let mut steps = Vec::new();
+        for i in 0..15 {
+            let start = Instant::now();
+            net.loss_and_gradients(x.clone(), Targets::Binary(&labels), &mut work, &mut grads)
+                .expect("step");
+            adam.step(&mut net, &grads, 1e-3);
+            if i >= 5 {
+                steps.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        let mut features = Vec::new();
+        for i in 0..15 {
+            let start = Instant::now();
+            std::hint::black_box(net.features(&x, &mut work));
+            if i >= 5 {
+                features.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        (median(steps), median(features))
+    })
+    .expect("pool")
+}
+
+/// burn's feature extraction (evaluation mode), median ms, 2 threads.
+fn burn_features_ms(width: usize, batch: usize, pixels: &[f32], size: usize) -> f64 {
+    use burn::tensor::{Device, Tensor, TensorData};
+    use pipeline::ml::resnet::{ResNet, ResNetConfig};
+    let config = ResNetConfig { width, outputs: 1 };
+    let model = pipeline::ml::seeded(&Device::flex(), 0, |d| ResNet::new(&config, d));
+    pipeline::ml::with_threads(2, || {
+        let x = Tensor::<4>::from_data(
+            TensorData::new(
+                pixels[..batch * 3 * size * size].to_vec(),
+                [batch, 3, size, size],
+            ),
+            &Device::flex(),
+        );
+        let mut times = Vec::new();
+        for i in 0..8 {
+            let start = Instant::now();
+            let f = model.features(x.clone()).into_data();
+            std::hint::black_box(f);
+            if i >= 3 {
+                times.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        median(times)
+    })
+    .expect("pool")
+}
+
+/// ResNet18 training step (64×64, Adam, BCE) from scratch, 2 threads, on `BENCH_DEVICE`, and
+/// on the CPU the native engine's step and the feature extraction of all three.
 /// On a GPU the second epoch is timed (the first pays for kernel compilation and autotuning).
-fn cnn_steps(torch: &[(usize, usize, f64)]) {
-    use pipeline::ml::cnn::{CnnConfig, Images, Mode, train_binary};
+fn cnn_steps(torch: &[(String, usize, usize, f64)]) {
+    use pipeline::ml::cnn::{CnnConfig, CnnEngine, Images, Mode, train_binary};
     use pipeline::ml::resnet::ResNetConfig;
     let (device, batches) = cnn_bench_setup();
     let size = 64;
-    println!("ResNet18 training step, 64×64, Adam, 2 threads, on {device} (mean over an epoch):");
+    let theirs = |kind: &str, width: usize, batch: usize| {
+        torch
+            .iter()
+            .find(|(k, w, b, _)| k == kind && *w == width && *b == batch)
+            .map(|t| t.3)
+    };
+    let versus = |ours: f64, theirs: Option<f64>| match theirs {
+        Some(t) => format!(", PyTorch {t:.2} ms → {:.2}× PyTorch's speed", t / ours),
+        None => String::new(),
+    };
+    println!(
+        "ResNet18, 64×64, 2 threads, on {device}: training step (Adam, BCE) and feature extraction (evaluation mode), median"
+    );
     for width in [16, 64] {
         for &batch in &batches {
             let n = batch * 12;
@@ -339,6 +425,7 @@ fn cnn_steps(torch: &[(usize, usize, f64)]) {
                 eval_batch_size: 64,
                 seed: 0,
                 device,
+                engine: CnnEngine::Burn,
             };
             let out = pipeline::ml::with_threads(2, || {
                 train_binary(&images, &few, &few, &cfg, None, &Quiet)
@@ -346,14 +433,27 @@ fn cnn_steps(torch: &[(usize, usize, f64)]) {
             .expect("pool")
             .expect("train");
             let timed = out.epochs.last().expect("an epoch");
-            let ms = timed.train_time_s / out.steps_per_epoch as f64 * 1e3;
-            match torch.iter().find(|(w, b, _)| *w == width && *b == batch) {
-                Some((_, _, theirs)) => println!(
-                    "  width {width:>2} batch {batch:>3}: pipeline {ms:.2} ms, PyTorch {theirs:.2} ms → {:.2}× PyTorch's speed",
-                    theirs / ms
-                ),
-                None => println!("  width {width:>2} batch {batch:>3}: pipeline {ms:.2} ms"),
+            let burn_ms = timed.train_time_s / out.steps_per_epoch as f64 * 1e3;
+            let torch_step = theirs("step", width, batch);
+            println!(
+                "  width {width:>2} batch {batch:>3} step: burn {burn_ms:.2} ms{}",
+                versus(burn_ms, torch_step)
+            );
+            if device.is_gpu() {
+                continue;
             }
+            let (step_ms, features_ms) = native_cnn_ms(width, batch, &pixels, size);
+            println!(
+                "  width {width:>2} batch {batch:>3} step: native {step_ms:.2} ms{} ({:.2}× burn)",
+                versus(step_ms, torch_step),
+                burn_ms / step_ms
+            );
+            let burn_features = burn_features_ms(width, batch, &pixels, size);
+            println!(
+                "  width {width:>2} batch {batch:>3} features: native {features_ms:.2} ms{} (burn {burn_features:.2} ms, {:.2}× burn)",
+                versus(features_ms, theirs("features", width, batch)),
+                burn_features / features_ms
+            );
         }
     }
 }

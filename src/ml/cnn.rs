@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use super::device::{Compute, burn_device, guarded};
+use super::native_cnn::{Adam, Maps, NativeResNet, Targets, Workspace};
 use super::resnet::{ResNet, ResNetConfig};
 use super::train::{Hooks, SHUFFLE_SALT};
 use crate::artifacts::EpochRecord;
@@ -113,6 +114,24 @@ pub enum Mode {
     Finetune,
 }
 
+/// Which engine trains on the CPU: the native one (`super::native_cnn`, the default) or burn's
+/// Flex backend. On a GPU burn always trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CnnEngine {
+    Native,
+    Burn,
+}
+
+impl CnnEngine {
+    pub fn parse(name: &str) -> CnnEngine {
+        if name == "burn" {
+            CnnEngine::Burn
+        } else {
+            CnnEngine::Native
+        }
+    }
+}
+
 pub struct CnnConfig {
     pub resnet: ResNetConfig,
     pub mode: Mode,
@@ -123,6 +142,13 @@ pub struct CnnConfig {
     pub seed: u64,
     /// Where to train: the CPU or a GPU the scheduler gave this stage.
     pub device: Compute,
+    pub engine: CnnEngine,
+}
+
+impl CnnConfig {
+    fn native(&self) -> bool {
+        self.engine == CnnEngine::Native && !self.device.is_gpu()
+    }
 }
 
 pub struct CnnOutput {
@@ -203,7 +229,20 @@ fn train_binary_on(
         // The backbone is frozen, batch norm included: its features are computed once, in
         // evaluation mode, and only the linear head trains.
         let backbone = model.valid();
-        let features = |images: &Staged| staged_features(&backbone, images, cfg.eval_batch_size);
+        let native = match cfg.native() {
+            true => Some(NativeResNet::from_burn(&backbone, &backbone_config(cfg))?),
+            false => None,
+        };
+        let features = |images: &Staged| match &native {
+            Some(net) => {
+                let f = native_features(net, images.images, cfg.eval_batch_size);
+                Tensor::<2>::from_data(
+                    TensorData::new(f, [images.len(), cfg.resnet.features()]),
+                    &eval_device,
+                )
+            }
+            None => staged_features(&backbone, images, cfg.eval_batch_size),
+        };
         let (train_features, validation_features, test_features) =
             (features(&train), features(&validation), features(&test));
         let mut head: Linear = super::seeded(&device, cfg.seed, |d| {
@@ -277,6 +316,10 @@ fn train_binary_on(
         });
     }
 
+    if cfg.native() {
+        let images = [train.images, validation.images, test.images];
+        return train_binary_native(model.valid(), images, cfg, &mut rng, hooks);
+    }
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     for epoch in 0..cfg.epochs {
         order.shuffle(&mut rng);
@@ -446,6 +489,14 @@ fn evaluate_logits(
         .convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok(logit_statistics(&z, labels))
+}
+
+/// Mean BCE, accuracy and P(class 1) of one logit per image.
+fn logit_statistics(z: &[f32], labels: &[u32]) -> (f64, f64, Vec<f32>) {
+    if labels.is_empty() {
+        return (f64::NAN, f64::NAN, Vec::new());
+    }
     let mut loss = 0.0f64;
     let mut correct = 0usize;
     let mut probabilities = Vec::with_capacity(z.len());
@@ -456,11 +507,11 @@ fn evaluate_logits(
         correct += usize::from((zi > 0.0) == (y == 1.0));
         probabilities.push((1.0 / (1.0 + (-zi).exp())) as f32);
     }
-    Ok((
+    (
         loss / labels.len() as f64,
         correct as f64 / labels.len() as f64,
         probabilities,
-    ))
+    )
 }
 
 /// The pooled backbone features ([n, 8·width]) of non-empty `images`, `batch` images a pass, on
@@ -566,9 +617,13 @@ fn pretrain_on(
             d,
         )
     });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ SHUFFLE_SALT);
+    if cfg.native() {
+        let sets = [images.images, held_out.images];
+        return pretrain_native(model.valid(), sets, classes, cfg, &mut rng, hooks);
+    }
     let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.seed ^ SHUFFLE_SALT);
     let mut order: Vec<usize> = (0..images.len()).collect();
     let mut records = Vec::new();
     let steps = images.len().div_ceil(cfg.batch_size);
@@ -627,6 +682,278 @@ fn pretrain_on(
     Ok((model.valid(), records))
 }
 
+/// The architecture of a binary model of `cfg`: one logit.
+fn backbone_config(cfg: &CnnConfig) -> ResNetConfig {
+    ResNetConfig {
+        outputs: 1,
+        ..cfg.resnet.clone()
+    }
+}
+
+/// Pooled features ([n, 8·width]) in evaluation mode on the native engine, `batch` images a
+/// pass.
+pub fn native_features(net: &NativeResNet, images: &Images, batch: usize) -> Vec<f32> {
+    let mut work = Workspace::default();
+    let all: Vec<usize> = (0..images.len()).collect();
+    let mut out = Vec::with_capacity(images.len() * net.config.features());
+    for chunk in all.chunks(batch.max(1)) {
+        out.extend(net.features(
+            &Maps::from_chw(images.pixels, chunk, images.size),
+            &mut work,
+        ));
+    }
+    out
+}
+
+/// Logits ([n, outputs]) in evaluation mode on the native engine.
+fn native_logits(
+    net: &NativeResNet,
+    images: &Images,
+    batch: usize,
+    work: &mut Workspace,
+) -> Vec<f32> {
+    let all: Vec<usize> = (0..images.len()).collect();
+    let mut out = Vec::with_capacity(images.len() * net.config.outputs);
+    for chunk in all.chunks(batch.max(1)) {
+        out.extend(net.logits(&Maps::from_chw(images.pixels, chunk, images.size), work));
+    }
+    out
+}
+
+/// Rows of `logits` ([n, outputs]) whose prediction is the label: logit > 0 ⇔ class 1 for one
+/// output, else the largest logit.
+fn native_correct(logits: &[f32], outputs: usize, labels: &[u32]) -> usize {
+    logits
+        .chunks(outputs.max(1))
+        .zip(labels)
+        .filter(|(z, y)| {
+            let predicted = if outputs == 1 {
+                u32::from(z[0] > 0.0)
+            } else {
+                let best = z
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                    );
+                best.0 as u32
+            };
+            predicted == **y
+        })
+        .count()
+}
+
+/// State of a native training run.
+struct NativeRun {
+    net: NativeResNet,
+    adam: Adam,
+    work: Workspace,
+    grads: Vec<f32>,
+}
+
+impl NativeRun {
+    fn new(model: &ResNet, config: &ResNetConfig) -> Result<NativeRun> {
+        let net = NativeResNet::from_burn(model, config)?;
+        let adam = Adam::new(&net);
+        Ok(NativeRun {
+            net,
+            adam,
+            work: Workspace::default(),
+            grads: Vec::new(),
+        })
+    }
+
+    /// One epoch over `order`: the summed loss, the correct predictions and whether the loss
+    /// became non-finite (the epoch stops there, before that step's update).
+    #[allow(clippy::too_many_arguments)]
+    fn epoch(
+        &mut self,
+        images: &Images,
+        order: &[usize],
+        cfg: &CnnConfig,
+        classes: bool,
+        step_losses: &mut Vec<f32>,
+        progress: &dyn Fn(usize, usize, f32) -> String,
+        hooks: &dyn Hooks,
+    ) -> Result<(f64, usize, bool)> {
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let steps = order.len().div_ceil(cfg.batch_size);
+        for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            if hooks.cancelled() {
+                bail!("interrupted");
+            }
+            let x = Maps::from_chw(images.pixels, chunk, images.size);
+            let labels: Vec<u32> = chunk.iter().map(|&i| images.labels[i]).collect();
+            let targets = if classes {
+                Targets::Classes(&labels)
+            } else {
+                Targets::Binary(&labels)
+            };
+            let (loss, logits) =
+                self.net
+                    .loss_and_gradients(x, targets, &mut self.work, &mut self.grads)?;
+            correct += native_correct(&logits, self.net.config.outputs, &labels);
+            step_losses.push(loss);
+            if !loss.is_finite() {
+                return Ok((loss_sum, correct, true));
+            }
+            loss_sum += loss as f64 * chunk.len() as f64;
+            self.adam.step(&mut self.net, &self.grads, cfg.lr);
+            if b % 10 == 9 {
+                hooks.progress(progress(b + 1, steps, loss));
+            }
+        }
+        Ok((loss_sum, correct, false))
+    }
+}
+
+/// Scratch and fine-tuning on the native engine: the burn loop's records, from the same
+/// weights and the same shuffles; the trained weights go back into `model`.
+fn train_binary_native(
+    mut model: ResNet,
+    [train, validation, test]: [&Images; 3],
+    cfg: &CnnConfig,
+    rng: &mut rand::rngs::StdRng,
+    hooks: &dyn Hooks,
+) -> Result<CnnOutput> {
+    let mut run = NativeRun::new(&model, &backbone_config(cfg))?;
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let (mut epochs, mut step_losses, mut diverged) = (Vec::new(), Vec::new(), false);
+    for epoch in 0..cfg.epochs {
+        order.shuffle(rng);
+        let started = Instant::now();
+        let progress =
+            |b: usize, steps: usize, loss: f32| format!("step {b}/{steps} loss {loss:.3}");
+        let (loss_sum, correct, stopped) = run.epoch(
+            train,
+            &order,
+            cfg,
+            false,
+            &mut step_losses,
+            &progress,
+            hooks,
+        )?;
+        diverged |= stopped;
+        let train_time_s = started.elapsed().as_secs_f64();
+        let eval_started = Instant::now();
+        let mut evaluate = |images: &Images| {
+            let z = native_logits(&run.net, images, cfg.eval_batch_size, &mut run.work);
+            logit_statistics(&z, images.labels)
+        };
+        let (validation_loss, validation_acc, _) = evaluate(validation);
+        let (test_loss, test_acc, _) = evaluate(test);
+        epochs.push(record(
+            epoch,
+            cfg.lr,
+            loss_sum,
+            correct,
+            train.len(),
+            (validation_loss, validation_acc),
+            (test_loss, test_acc),
+            train_time_s,
+            eval_started,
+        ));
+        hooks.progress(format!(
+            "epoch {}/{} val acc {validation_acc:.3}",
+            epoch + 1,
+            cfg.epochs
+        ));
+        if diverged {
+            break;
+        }
+    }
+    let z = native_logits(&run.net, test, cfg.eval_batch_size, &mut run.work);
+    let (_, _, test_probabilities) = logit_statistics(&z, test.labels);
+    run.net.write_to_burn(&mut model);
+    Ok(CnnOutput {
+        epochs,
+        step_losses,
+        steps_per_epoch,
+        diverged,
+        test_probabilities,
+        model,
+    })
+}
+
+/// Multi-class pretraining on the native engine (softmax cross-entropy).
+fn pretrain_native(
+    mut model: ResNet,
+    [images, held_out]: [&Images; 2],
+    classes: usize,
+    cfg: &CnnConfig,
+    rng: &mut rand::rngs::StdRng,
+    hooks: &dyn Hooks,
+) -> Result<(ResNet, Vec<EpochRecord>)> {
+    let config = ResNetConfig {
+        outputs: classes,
+        ..cfg.resnet.clone()
+    };
+    let mut run = NativeRun::new(&model, &config)?;
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    let mut records = Vec::new();
+    let mut step_losses = Vec::new();
+    for epoch in 0..cfg.epochs {
+        order.shuffle(rng);
+        let started = Instant::now();
+        let progress = |b: usize, steps: usize, loss: f32| {
+            format!(
+                "pretrain epoch {}/{} step {b}/{steps} loss {loss:.3}",
+                epoch + 1,
+                cfg.epochs
+            )
+        };
+        let (loss_sum, correct, stopped) = run.epoch(
+            images,
+            &order,
+            cfg,
+            true,
+            &mut step_losses,
+            &progress,
+            hooks,
+        )?;
+        if stopped {
+            bail!(
+                "pretraining diverged (the loss became non-finite in epoch {})",
+                epoch + 1
+            );
+        }
+        let n = images.len() as f64;
+        let train_time_s = started.elapsed().as_secs_f64();
+        let eval_started = Instant::now();
+        let (validation_loss, validation_acc) = if held_out.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            let z = native_logits(&run.net, held_out, cfg.eval_batch_size, &mut run.work);
+            let mut loss = 0.0f64;
+            for (row, &y) in z.chunks(classes).zip(held_out.labels) {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+                let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+                loss += sum.ln() + max - row.get(y as usize).map_or(f64::NAN, |&v| v as f64);
+            }
+            let correct = native_correct(&z, classes, held_out.labels);
+            let m = held_out.len() as f64;
+            (loss / m, correct as f64 / m)
+        };
+        records.push(EpochRecord {
+            epoch: epoch + 1,
+            lr: cfg.lr,
+            train_loss: loss_sum / n,
+            train_acc: correct as f64 / n,
+            validation_loss,
+            validation_acc,
+            test_loss: f64::NAN,
+            test_acc: f64::NAN,
+            train_time_s,
+            eval_time_s: eval_started.elapsed().as_secs_f64(),
+            grad_norms: Vec::new(),
+        });
+    }
+    run.net.write_to_burn(&mut model);
+    Ok((model, records))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,6 +999,7 @@ mod tests {
             eval_batch_size: 16,
             seed: 1,
             device: Compute::Cpu,
+            engine: CnnEngine::Native,
         }
     }
 

@@ -279,7 +279,11 @@ impl NativeResNet {
         let (features, outputs) = (config.features(), config.outputs);
         let weight = values(&model.fc.weight.val())?;
         if weight.len() != features * outputs {
-            bail!("fc has {} weights, expected {}", weight.len(), features * outputs);
+            bail!(
+                "fc has {} weights, expected {}",
+                weight.len(),
+                features * outputs
+            );
         }
         // burn's Linear weight is [in, out]: already the layout used here.
         net.params[fc..fc + weight.len()].copy_from_slice(&weight);
@@ -294,7 +298,11 @@ impl NativeResNet {
     fn read_conv(&mut self, conv: Conv, theirs: &Conv2d) -> Result<()> {
         let weight = values(&theirs.weight.val())?;
         if weight.len() != conv.len() {
-            bail!("a convolution has {} weights, expected {}", weight.len(), conv.len());
+            bail!(
+                "a convolution has {} weights, expected {}",
+                weight.len(),
+                conv.len()
+            );
         }
         let (k, cin, cout) = (conv.k, conv.cin, conv.cout);
         let ours = &mut self.params[conv.weight..conv.weight + conv.len()];
@@ -449,7 +457,9 @@ impl NativeResNet {
         let beta = &self.params[norm.gamma + c..norm.gamma + 2 * c];
         let mean = &self.running[norm.stats..norm.stats + c];
         let var = &self.running[norm.stats + c..norm.stats + 2 * c];
-        let scale: Vec<f32> = (0..c).map(|i| gamma[i] / (var[i] + BN_EPS).sqrt()).collect();
+        let scale: Vec<f32> = (0..c)
+            .map(|i| gamma[i] / (var[i] + BN_EPS).sqrt())
+            .collect();
         let shift = (0..c).map(|i| beta[i] - mean[i] * scale[i]).collect();
         (scale, shift)
     }
@@ -828,7 +838,11 @@ fn batch_statistics(z: &Maps) -> (Vec<f32>, Vec<f32>) {
     });
     let mean: Vec<f32> = sums.iter().map(|s| (s / rows as f64) as f32).collect();
     let squares = part_sums(rows, c, 1, |row, acc| {
-        for ((a, v), m) in acc.iter_mut().zip(&z.data[row * c..(row + 1) * c]).zip(&mean) {
+        for ((a, v), m) in acc
+            .iter_mut()
+            .zip(&z.data[row * c..(row + 1) * c])
+            .zip(&mean)
+        {
             *a += (v - m) * (v - m);
         }
     });
@@ -960,7 +974,9 @@ fn im2col(conv: &Conv, x: &Maps, (ho, wo): (usize, usize), columns: &mut Vec<f32
             for ox in 0..wo {
                 let dst = &mut out[ox * taps..(ox + 1) * taps];
                 for ky in 0..k {
-                    let iy = (oy * conv.stride + ky).checked_sub(conv.pad).filter(|&y| y < h);
+                    let iy = (oy * conv.stride + ky)
+                        .checked_sub(conv.pad)
+                        .filter(|&y| y < h);
                     for kx in 0..k {
                         let d = &mut dst[(ky * k + kx) * cin..(ky * k + kx + 1) * cin];
                         let ix = (ox * conv.stride + kx)
@@ -1165,7 +1181,11 @@ fn loss_and_gradient(logits: &[f32], outputs: usize, targets: Targets) -> Result
         }
         Targets::Classes(labels) => {
             let n = labels.len() as f32;
-            for ((g, z), &y) in grad.chunks_mut(outputs).zip(logits.chunks(outputs)).zip(labels) {
+            for ((g, z), &y) in grad
+                .chunks_mut(outputs)
+                .zip(logits.chunks(outputs))
+                .zip(labels)
+            {
                 let y = y as usize;
                 if y >= outputs {
                     bail!("class {y} for a model with {outputs} outputs");
@@ -1292,10 +1312,8 @@ mod tests {
         let mut native = NativeResNet::from_burn(&model, &config).unwrap();
 
         let indices: Vec<usize> = (0..n).collect();
-        let batch = Tensor::<4>::from_data(
-            TensorData::new(px.clone(), [n, 3, size, size]),
-            &device,
-        );
+        let batch =
+            Tensor::<4>::from_data(TensorData::new(px.clone(), [n, 3, size, size]), &device);
         let z = model.forward(batch).reshape([n]);
         let burn_logits = values(&z).unwrap();
         let loss = bce_with_logits(z, float_labels(&labels, &indices, &device));
@@ -1346,7 +1364,12 @@ mod tests {
             &Device::flex(),
         );
         let theirs = values(&updated.forward(eval_batch.clone())).unwrap();
-        assert_close("evaluation logits", &native.logits(&x, &mut work), &theirs, 1e-4);
+        assert_close(
+            "evaluation logits",
+            &native.logits(&x, &mut work),
+            &theirs,
+            1e-4,
+        );
         let theirs = values(&updated.features(eval_batch)).unwrap();
         assert_close("features", &native.features(&x, &mut work), &theirs, 1e-4);
         // And the round trip keeps every value.

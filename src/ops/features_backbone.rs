@@ -12,17 +12,26 @@ use super::{
 };
 use crate::artifacts::{Dataset, DatasetMeta, ImageDataset};
 use crate::datasets::Table;
-use crate::ml::cnn::{Images, pooled_features};
+use crate::ml::cnn::{Images, native_features, pooled_features};
+use crate::ml::native_cnn::NativeResNet;
 use crate::ml::resnet::ResNet;
 
 pub struct FeaturesBackbone;
 
-const PARAMS: &[ParamSpec] = &[ParamSpec {
-    name: "batch_size",
-    ty: ParamType::IntRange(1, 1 << 20),
-    default: Some("64"),
-    doc: "images per forward pass",
-}];
+const PARAMS: &[ParamSpec] = &[
+    ParamSpec {
+        name: "batch_size",
+        ty: ParamType::IntRange(1, 1 << 20),
+        default: Some("64"),
+        doc: "images per forward pass",
+    },
+    ParamSpec {
+        name: "engine",
+        ty: ParamType::Choice(&["native", "burn"]),
+        default: Some("native"),
+        doc: "CPU engine: native (hand-written NHWC kernels, fast) or burn (Flex); on a GPU burn runs",
+    },
+];
 
 const INPUTS: &[InputSpec] = &[
     InputSpec {
@@ -58,7 +67,7 @@ impl Op for FeaturesBackbone {
         "The frozen pretrained backbone's pooled features (8 × width per image) of an image stage, as a dataset stage."
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -108,6 +117,10 @@ impl Op for FeaturesBackbone {
         let total: usize = data.meta.labels.iter().map(Vec::len).sum();
         let started = Instant::now();
         let mut done = 0;
+        let native = match (ctx.params.str("engine")? != "burn", ctx.device.is_gpu()) {
+            (true, false) => Some(NativeResNet::from_burn(&model, &cfg)?),
+            _ => None,
+        };
         let mut features = |split: usize| -> Result<Vec<f32>> {
             if ctx.cancelled() {
                 bail!("interrupted");
@@ -120,6 +133,12 @@ impl Op for FeaturesBackbone {
             };
             if images.is_empty() {
                 return Ok(Vec::new());
+            }
+            if let Some(net) = &native {
+                let f = native_features(net, &images, batch);
+                done += images.len();
+                ctx.progress.report(format!("{done}/{total} images"));
+                return Ok(f);
             }
             let f = crate::ml::device::guarded(ctx.device, || {
                 pooled_features(&model, &images, batch, &device, ctx.device)

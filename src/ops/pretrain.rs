@@ -11,7 +11,7 @@ use super::{
     GpuUse, InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params,
 };
 use crate::artifacts::{ImageDataset, RunRecord};
-use crate::ml::cnn::{CnnConfig, Images, Mode, pretrain};
+use crate::ml::cnn::{CnnConfig, CnnEngine, Images, Mode, pretrain};
 use crate::ml::resnet::{ResNet, ResNetConfig};
 
 pub struct Pretrain;
@@ -53,6 +53,12 @@ const PARAMS: &[ParamSpec] = &[
         default: Some("0"),
         doc: "seed of the initial weights and the shuffling",
     },
+    ParamSpec {
+        name: "engine",
+        ty: ParamType::Choice(&["native", "burn"]),
+        default: Some("native"),
+        doc: "CPU engine: native (hand-written NHWC kernels, fast) or burn (Flex); on a GPU burn trains",
+    },
 ];
 
 const INPUTS: &[InputSpec] = &[InputSpec {
@@ -85,7 +91,7 @@ impl Op for Pretrain {
         "Pretrain a ResNet18 backbone on a multi-class image stage (cached: it runs once), or take torchvision weights."
     }
     fn version(&self) -> u32 {
-        2
+        3
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -198,6 +204,7 @@ impl Op for Pretrain {
             eval_batch_size: 64,
             seed: p.i64("seed")? as u64,
             device: ctx.device,
+            engine: CnnEngine::parse(p.str("engine")?),
         };
         let hooks = super::train_mlp::OpHooks(ctx);
         let (model, epochs) = crate::ml::with_threads(ctx.threads, || {

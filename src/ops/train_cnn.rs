@@ -8,7 +8,7 @@ use super::{
     GpuUse, InputKind, InputSpec, Op, OpContext, OutputSpec, ParamSpec, ParamType, Params,
 };
 use crate::artifacts::{ImageDataset, Predictions};
-use crate::ml::cnn::{CnnConfig, Images, Mode, train_binary};
+use crate::ml::cnn::{CnnConfig, CnnEngine, Images, Mode, train_binary};
 use crate::ml::resnet::ResNetConfig;
 
 pub struct TrainCnn;
@@ -55,6 +55,12 @@ const PARAMS: &[ParamSpec] = &[
         ty: ParamType::Int,
         default: Some("0"),
         doc: "seed of the head's weights and the shuffling",
+    },
+    ParamSpec {
+        name: "engine",
+        ty: ParamType::Choice(&["native", "burn"]),
+        default: Some("native"),
+        doc: "CPU engine: native (hand-written NHWC kernels, fast) or burn (Flex); on a GPU burn trains",
     },
 ];
 
@@ -111,7 +117,7 @@ impl Op for TrainCnn {
         "Train a ResNet18 real-vs-fake classifier: from scratch, as a linear probe on a frozen pretrained backbone, or fine-tuned."
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn params(&self) -> &'static [ParamSpec] {
         PARAMS
@@ -193,6 +199,7 @@ impl Op for TrainCnn {
             eval_batch_size: p.usize("eval_batch_size")?,
             seed: p.i64("seed")? as u64,
             device: ctx.device,
+            engine: CnnEngine::parse(p.str("engine")?),
         };
         let pixels: Vec<Vec<f32>> = (0..3).map(|s| images.normalised(s)).collect();
         let size = images.meta.size;
