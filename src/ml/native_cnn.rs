@@ -709,16 +709,28 @@ impl NativeResNet {
         let c = norm.c;
         let rows = z.rows();
         let (mean, inv_std) = (&cache.mean, &cache.inv_std);
-        let live = |i: usize| mask.is_none_or(|m| m[i] > 0.0);
+        // dL/dy behind the ReLU: zero where it was off.
+        let masked: Option<Vec<f32>> = mask.map(|m| {
+            let mut d = vec![0.0; dy.len()];
+            d.par_chunks_mut(PART_ROWS * c)
+                .zip(dy.par_chunks(PART_ROWS * c))
+                .zip(m.par_chunks(PART_ROWS * c))
+                .for_each(|((d, g), m)| {
+                    for ((d, &g), &m) in d.iter_mut().zip(g).zip(m) {
+                        *d = if m > 0.0 { g } else { 0.0 };
+                    }
+                });
+            d
+        });
+        let dy = masked.as_deref().unwrap_or(dy);
         // Σ dy and Σ dy·x̂ per channel, in fixed parts.
         let sums = part_sums(rows, c, 2, |row, acc| {
-            let base = row * c;
+            let range = row * c..(row + 1) * c;
+            let (zr, dr) = (&z.data[range.clone()], &dy[range]);
             let (sum_dy, sum_dy_xhat) = acc.split_at_mut(c);
             for ch in 0..c {
-                let i = base + ch;
-                let d = if live(i) { dy[i] } else { 0.0 };
-                sum_dy[ch] += d;
-                sum_dy_xhat[ch] += d * (z.data[i] - mean[ch]) * inv_std[ch];
+                sum_dy[ch] += dr[ch];
+                sum_dy_xhat[ch] += dr[ch] * (zr[ch] - mean[ch]) * inv_std[ch];
             }
         });
         let gamma = &self.params[norm.gamma..norm.gamma + c];
@@ -727,21 +739,22 @@ impl NativeResNet {
         let dgamma: Vec<f32> = sums[c..].iter().map(|&v| v as f32).collect();
         grads[norm.gamma..norm.gamma + c].copy_from_slice(&dgamma);
         grads[norm.gamma + c..norm.gamma + 2 * c].copy_from_slice(&dbeta);
+        // dz = γ/σ · (dy − mean(dy) − x̂·mean(dy·x̂)), with x̂ = (z − μ)/σ, as a·dy + b·z + e.
         let coef: Vec<f32> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
-        let mean_dy: Vec<f32> = dbeta.iter().map(|v| v / m).collect();
-        let mean_dy_xhat: Vec<f32> = dgamma.iter().map(|v| v / m).collect();
+        let slope: Vec<f32> = (0..c)
+            .map(|ch| coef[ch] * inv_std[ch] * dgamma[ch] / m)
+            .collect();
+        let offset: Vec<f32> = (0..c)
+            .map(|ch| coef[ch] * (mean[ch] * inv_std[ch] * dgamma[ch] / m - dbeta[ch] / m))
+            .collect();
         let mut dz = vec![0.0; rows * c];
         dz.par_chunks_mut(PART_ROWS * c)
-            .enumerate()
-            .for_each(|(part, out)| {
-                let first = part * PART_ROWS * c;
-                for (r, row) in out.chunks_mut(c).enumerate() {
-                    let base = first + r * c;
+            .zip(dy.par_chunks(PART_ROWS * c))
+            .zip(z.data.par_chunks(PART_ROWS * c))
+            .for_each(|((out, dys), zs)| {
+                for ((o, d), zr) in out.chunks_mut(c).zip(dys.chunks(c)).zip(zs.chunks(c)) {
                     for ch in 0..c {
-                        let i = base + ch;
-                        let d = if live(i) { dy[i] } else { 0.0 };
-                        let xhat = (z.data[i] - mean[ch]) * inv_std[ch];
-                        row[ch] = coef[ch] * (d - mean_dy[ch] - xhat * mean_dy_xhat[ch]);
+                        o[ch] = coef[ch] * d[ch] - slope[ch] * zr[ch] + offset[ch];
                     }
                 }
             });
@@ -973,21 +986,26 @@ fn im2col(conv: &Conv, x: &Maps, (ho, wo): (usize, usize), columns: &mut Vec<f32
             let image = &x.data[b * h * w * cin..(b + 1) * h * w * cin];
             for ox in 0..wo {
                 let dst = &mut out[ox * taps..(ox + 1) * taps];
+                // A kernel row reads k neighbouring pixels: one contiguous run of k·cin inputs,
+                // clipped at the borders.
+                let first = (ox * conv.stride) as isize - conv.pad as isize;
+                let lo = (-first).clamp(0, k as isize) as usize;
+                let hi = (w as isize - first).clamp(0, k as isize) as usize;
                 for ky in 0..k {
+                    let row = &mut dst[ky * k * cin..(ky + 1) * k * cin];
                     let iy = (oy * conv.stride + ky)
                         .checked_sub(conv.pad)
                         .filter(|&y| y < h);
-                    for kx in 0..k {
-                        let d = &mut dst[(ky * k + kx) * cin..(ky * k + kx + 1) * cin];
-                        let ix = (ox * conv.stride + kx)
-                            .checked_sub(conv.pad)
-                            .filter(|&x| x < w);
-                        match (iy, ix) {
-                            (Some(iy), Some(ix)) => {
-                                d.copy_from_slice(&image[(iy * w + ix) * cin..][..cin])
-                            }
-                            _ => d.fill(0.0),
+                    match iy {
+                        Some(iy) if lo < hi => {
+                            row[..lo * cin].fill(0.0);
+                            let start = (iy * w) as isize + first + lo as isize;
+                            let start = start as usize * cin;
+                            row[lo * cin..hi * cin]
+                                .copy_from_slice(&image[start..start + (hi - lo) * cin]);
+                            row[hi * cin..].fill(0.0);
                         }
+                        _ => row.fill(0.0),
                     }
                 }
             }
