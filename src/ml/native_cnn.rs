@@ -192,10 +192,41 @@ struct Tape {
     features: Vec<f32>,
 }
 
-/// Reusable buffers of a training run.
+/// Reusable buffers of a training run: the im2col matrix, and activation buffers handed back
+/// after each backward (fresh allocations of this size cost a page fault per 4 KiB).
 #[derive(Default)]
 pub struct Workspace {
     columns: Vec<f32>,
+    spare: Vec<Vec<f32>>,
+}
+
+/// Spare buffers kept at most (a ResNet18 step frees about 60).
+const SPARE_BUFFERS: usize = 96;
+
+impl Workspace {
+    /// `len` zeros, in the smallest spare buffer that holds them.
+    fn zeros(&mut self, len: usize) -> Vec<f32> {
+        let best = (0..self.spare.len())
+            .filter(|&i| self.spare[i].capacity() >= len)
+            .min_by_key(|&i| self.spare[i].capacity());
+        let mut buffer = match best {
+            Some(i) => self.spare.swap_remove(i),
+            None => Vec::with_capacity(len),
+        };
+        buffer.clear();
+        buffer.resize(len, 0.0);
+        buffer
+    }
+
+    fn recycle(&mut self, buffer: Vec<f32>) {
+        if self.spare.len() < SPARE_BUFFERS && buffer.capacity() > 0 {
+            self.spare.push(buffer);
+        }
+    }
+
+    fn recycle_maps(&mut self, maps: Maps) {
+        self.recycle(maps.data);
+    }
 }
 
 /// What the loss compares the logits with.
@@ -399,9 +430,12 @@ impl NativeResNet {
     pub fn features(&self, x: &Maps, work: &mut Workspace) -> Vec<f32> {
         let mut h = self.stem_eval(x, work);
         for block in &self.blocks {
-            h = self.block_eval(block, &h, work);
+            let next = self.block_eval(block, &h, work);
+            work.recycle_maps(std::mem::replace(&mut h, next));
         }
-        average_pool(&h)
+        let features = average_pool(&h);
+        work.recycle_maps(h);
+        features
     }
 
     /// Logits ([n, outputs]) in evaluation mode.
@@ -431,23 +465,32 @@ impl NativeResNet {
     fn stem_eval(&self, x: &Maps, work: &mut Workspace) -> Maps {
         let z = conv_forward(&self.stem, &self.params, x, work);
         let (scale, shift) = self.eval_affine(self.stem_bn);
-        let a = normalise(&z, &scale, &shift, None);
-        max_pool(&a).0
+        let a = normalise(&z, &scale, &shift, None, work);
+        work.recycle_maps(z);
+        let pooled = max_pool(&a, work).0;
+        work.recycle_maps(a);
+        pooled
     }
 
     fn block_eval(&self, block: &Block, x: &Maps, work: &mut Workspace) -> Maps {
         let identity = block.down.map(|(conv, norm)| {
             let z = conv_forward(&conv, &self.params, x, work);
             let (scale, shift) = self.eval_affine(norm);
-            normalise_linear(&z, &scale, &shift)
+            let identity = normalise_linear(&z, &scale, &shift, work);
+            work.recycle_maps(z);
+            identity
         });
         let z1 = conv_forward(&block.conv1, &self.params, x, work);
         let (scale, shift) = self.eval_affine(block.bn1);
-        let a1 = normalise(&z1, &scale, &shift, None);
+        let a1 = normalise(&z1, &scale, &shift, None, work);
         let z2 = conv_forward(&block.conv2, &self.params, &a1, work);
         let (scale, shift) = self.eval_affine(block.bn2);
         let residual = identity.as_ref().map_or(&x.data, |m| &m.data);
-        normalise(&z2, &scale, &shift, Some(residual))
+        let out = normalise(&z2, &scale, &shift, Some(residual), work);
+        for spent in [z1, a1, z2].into_iter().chain(identity) {
+            work.recycle_maps(spent);
+        }
+        out
     }
 
     /// Batch norm in evaluation mode as y = x·scale + shift.
@@ -484,23 +527,27 @@ impl NativeResNet {
     fn forward_train(&mut self, x: Maps, work: &mut Workspace) -> Tape {
         let z0 = conv_forward(&self.stem, &self.params, &x, work);
         let (bn0, scale, shift) = self.norm_train(self.stem_bn, &z0);
-        let a0 = normalise(&z0, &scale, &shift, None);
-        let (mut h, pool_argmax) = max_pool(&a0);
+        let a0 = normalise(&z0, &scale, &shift, None, work);
+        let (mut h, pool_argmax) = max_pool(&a0, work);
         let mut tapes = Vec::with_capacity(self.blocks.len());
         for block in self.blocks.clone() {
             let down = block.down.map(|(conv, norm)| {
                 let z = conv_forward(&conv, &self.params, &h, work);
                 let (cache, scale, shift) = self.norm_train(norm, &z);
-                let identity = normalise_linear(&z, &scale, &shift);
+                let identity = normalise_linear(&z, &scale, &shift, work);
                 (z, cache, identity)
             });
             let z1 = conv_forward(&block.conv1, &self.params, &h, work);
             let (bn1, scale, shift) = self.norm_train(block.bn1, &z1);
-            let a1 = normalise(&z1, &scale, &shift, None);
+            let a1 = normalise(&z1, &scale, &shift, None, work);
             let z2 = conv_forward(&block.conv2, &self.params, &a1, work);
             let (bn2, scale, shift) = self.norm_train(block.bn2, &z2);
             let residual = down.as_ref().map_or(&h.data, |(_, _, id)| &id.data);
-            let out = normalise(&z2, &scale, &shift, Some(residual));
+            let out = normalise(&z2, &scale, &shift, Some(residual), work);
+            let down = down.map(|(z, cache, identity)| {
+                work.recycle_maps(identity);
+                (z, cache)
+            });
             tapes.push(BlockTape {
                 input: std::mem::replace(&mut h, out),
                 z1,
@@ -508,7 +555,7 @@ impl NativeResNet {
                 a1,
                 z2,
                 bn2,
-                down: down.map(|(z, cache, _)| (z, cache)),
+                down,
             });
         }
         let features = average_pool(&h);
@@ -574,7 +621,7 @@ impl NativeResNet {
         );
         let last = &tape.last;
         let area = (last.h * last.w) as f32;
-        let mut dh = vec![0.0; last.data.len()];
+        let mut dh = work.zeros(last.data.len());
         dh.par_chunks_mut(last.h * last.w * f)
             .zip(dfeatures.par_chunks(f))
             .for_each(|(image, d)| {
@@ -591,7 +638,7 @@ impl NativeResNet {
         }
         // The stem: max pool, then batch norm behind its ReLU, then the convolution (no input
         // gradient needed).
-        let mut da0 = vec![0.0; tape.a0.data.len()];
+        let mut da0 = work.zeros(tape.a0.data.len());
         let per_image = tape.a0.h * tape.a0.w * tape.a0.c;
         let pooled_per_image = dh.len() / n.max(1);
         da0.par_chunks_mut(per_image)
@@ -609,6 +656,7 @@ impl NativeResNet {
             &da0,
             Some(&tape.a0.data),
             grads,
+            work,
         );
         conv_backward(
             &self.stem,
@@ -620,6 +668,20 @@ impl NativeResNet {
             work,
             grads,
         );
+        for spent in [dh, da0, dz0] {
+            work.recycle(spent);
+        }
+        for block in tape.blocks {
+            for spent in [block.input, block.z1, block.a1, block.z2]
+                .into_iter()
+                .chain(block.down.map(|(z, _)| z))
+            {
+                work.recycle_maps(spent);
+            }
+        }
+        for spent in [tape.input, tape.z0, tape.a0, tape.last] {
+            work.recycle_maps(spent);
+        }
     }
 
     /// Backward through one block, from the gradient of its output to that of its input.
@@ -643,7 +705,7 @@ impl NativeResNet {
                     }
                 }
             });
-        let dz2 = self.norm_backward(block.bn2, &tape.z2, &tape.bn2, &dsum, None, grads);
+        let dz2 = self.norm_backward(block.bn2, &tape.z2, &tape.bn2, &dsum, None, grads, work);
         let da1 = conv_backward(
             &block.conv2,
             &self.params,
@@ -662,6 +724,7 @@ impl NativeResNet {
             &da1,
             Some(&tape.a1.data),
             grads,
+            work,
         );
         let mut dx = conv_backward(
             &block.conv1,
@@ -676,7 +739,7 @@ impl NativeResNet {
         .unwrap_or_default();
         match (block.down, &tape.down) {
             (Some((conv, norm)), Some((z, cache))) => {
-                let dz = self.norm_backward(norm, z, cache, &dsum, None, grads);
+                let dz = self.norm_backward(norm, z, cache, &dsum, None, grads, work);
                 let di = conv_backward(
                     &conv,
                     &self.params,
@@ -689,8 +752,13 @@ impl NativeResNet {
                 )
                 .unwrap_or_default();
                 add_into(&mut dx, &di);
+                work.recycle(dz);
+                work.recycle(di);
             }
             _ => add_into(&mut dx, &dsum),
+        }
+        for spent in [dsum, dz2, da1, dz1] {
+            work.recycle(spent);
         }
         dx
     }
@@ -705,13 +773,14 @@ impl NativeResNet {
         dy: &[f32],
         mask: Option<&[f32]>,
         grads: &mut [f32],
+        work: &mut Workspace,
     ) -> Vec<f32> {
         let c = norm.c;
         let rows = z.rows();
         let (mean, inv_std) = (&cache.mean, &cache.inv_std);
         // dL/dy behind the ReLU: zero where it was off.
         let masked: Option<Vec<f32>> = mask.map(|m| {
-            let mut d = vec![0.0; dy.len()];
+            let mut d = work.zeros(dy.len());
             d.par_chunks_mut(PART_ROWS * c)
                 .zip(dy.par_chunks(PART_ROWS * c))
                 .zip(m.par_chunks(PART_ROWS * c))
@@ -747,7 +816,7 @@ impl NativeResNet {
         let offset: Vec<f32> = (0..c)
             .map(|ch| coef[ch] * (mean[ch] * inv_std[ch] * dgamma[ch] / m - dbeta[ch] / m))
             .collect();
-        let mut dz = vec![0.0; rows * c];
+        let mut dz = work.zeros(rows * c);
         dz.par_chunks_mut(PART_ROWS * c)
             .zip(dy.par_chunks(PART_ROWS * c))
             .zip(z.data.par_chunks(PART_ROWS * c))
@@ -758,6 +827,9 @@ impl NativeResNet {
                     }
                 }
             });
+        if let Some(spent) = masked {
+            work.recycle(spent);
+        }
         dz
     }
 }
@@ -864,9 +936,15 @@ fn batch_statistics(z: &Maps) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// y = ReLU(z·scale + shift (+ residual)), per channel.
-fn normalise(z: &Maps, scale: &[f32], shift: &[f32], residual: Option<&Vec<f32>>) -> Maps {
+fn normalise(
+    z: &Maps,
+    scale: &[f32],
+    shift: &[f32],
+    residual: Option<&Vec<f32>>,
+    work: &mut Workspace,
+) -> Maps {
     let c = z.c;
-    let mut data = vec![0.0; z.data.len()];
+    let mut data = work.zeros(z.data.len());
     data.par_chunks_mut(PART_ROWS * c)
         .zip(z.data.par_chunks(PART_ROWS * c))
         .enumerate()
@@ -891,9 +969,9 @@ fn normalise(z: &Maps, scale: &[f32], shift: &[f32], residual: Option<&Vec<f32>>
 }
 
 /// y = z·scale + shift per channel (the downsampling path: no ReLU).
-fn normalise_linear(z: &Maps, scale: &[f32], shift: &[f32]) -> Maps {
+fn normalise_linear(z: &Maps, scale: &[f32], shift: &[f32], work: &mut Workspace) -> Maps {
     let c = z.c;
-    let mut data = vec![0.0; z.data.len()];
+    let mut data = work.zeros(z.data.len());
     data.par_chunks_mut(PART_ROWS * c)
         .zip(z.data.par_chunks(PART_ROWS * c))
         .for_each(|(out, zs)| {
@@ -907,10 +985,11 @@ fn normalise_linear(z: &Maps, scale: &[f32], shift: &[f32]) -> Maps {
 }
 
 /// 3×3 max pooling, stride 2, padding 1; with each output's input index (within its image).
-fn max_pool(x: &Maps) -> (Maps, Vec<u32>) {
+fn max_pool(x: &Maps, work: &mut Workspace) -> (Maps, Vec<u32>) {
     let (h, w, c) = (x.h, x.w, x.c);
     let (ho, wo) = ((h + 2 - 3) / 2 + 1, (w + 2 - 3) / 2 + 1);
-    let mut data = vec![f32::NEG_INFINITY; x.n * ho * wo * c];
+    let mut data = work.zeros(x.n * ho * wo * c);
+    data.fill(f32::NEG_INFINITY);
     let mut argmax = vec![0u32; data.len()];
     data.par_chunks_mut(ho * wo * c)
         .zip(argmax.par_chunks_mut(ho * wo * c))
@@ -1015,7 +1094,7 @@ fn im2col(conv: &Conv, x: &Maps, (ho, wo): (usize, usize), columns: &mut Vec<f32
 fn conv_forward(conv: &Conv, params: &[f32], x: &Maps, work: &mut Workspace) -> Maps {
     let (ho, wo) = (conv.out_size(x.h), conv.out_size(x.w));
     let rows = x.n * ho * wo;
-    let mut out = vec![0.0; rows * conv.cout];
+    let mut out = work.zeros(rows * conv.cout);
     let weights = View::row_major(
         &params[conv.weight..conv.weight + conv.len()],
         conv.taps(),
@@ -1083,7 +1162,7 @@ fn conv_backward(
     }
     let weights = View::row_major(&params[conv.weight..conv.weight + conv.len()], taps, cout);
     if direct {
-        let mut dx = vec![0.0; rows * conv.cin];
+        let mut dx = work.zeros(rows * conv.cin);
         matmul_with(
             View::row_major(dz, rows, cout),
             weights.t(),
@@ -1101,7 +1180,7 @@ fn conv_backward(
     );
     // col2im: each image's input gradient gathers from its own rows only.
     let (h, w, cin, k) = (x.h, x.w, conv.cin, conv.k);
-    let mut dx = vec![0.0; x.data.len()];
+    let mut dx = work.zeros(x.data.len());
     let dcolumns = &work.columns[..rows * taps];
     dx.par_chunks_mut(h * w * cin)
         .enumerate()
