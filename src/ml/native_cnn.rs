@@ -198,12 +198,26 @@ struct Tape {
 pub struct Workspace {
     columns: Vec<f32>,
     spare: Vec<Vec<f32>>,
+    /// Products on this thread only (an evaluation chunk, run beside others).
+    single_thread: bool,
+}
+
+/// Images per evaluation chunk (see [`NativeResNet::features`]).
+const EVAL_CHUNK: usize = 8;
+
+thread_local! {
+    /// Each pool thread's buffers for evaluation chunks, kept across batches.
+    static EVAL_WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::default();
 }
 
 /// Spare buffers kept at most (a ResNet18 step frees about 60).
 const SPARE_BUFFERS: usize = 96;
 
 impl Workspace {
+    fn gemm_threads(&self) -> usize {
+        if self.single_thread { 1 } else { threads() }
+    }
+
     /// `len` zeros, in the smallest spare buffer that holds them.
     fn zeros(&mut self, len: usize) -> Vec<f32> {
         let best = (0..self.spare.len())
@@ -426,8 +440,37 @@ impl NativeResNet {
         self.params.len()
     }
 
-    /// The pooled features ([n, 8·width]) in evaluation mode (running statistics).
+    /// The pooled features ([n, 8·width]) in evaluation mode (running statistics). Chunks of
+    /// [`EVAL_CHUNK`] images run side by side, each on one thread: no synchronisation inside
+    /// a pass, and the same bits on any thread count.
     pub fn features(&self, x: &Maps, work: &mut Workspace) -> Vec<f32> {
+        let per_image = x.h * x.w * x.c;
+        if x.n <= EVAL_CHUNK {
+            let shared = std::mem::replace(&mut work.single_thread, true);
+            let features = self.chunk_features(x, work);
+            work.single_thread = shared;
+            return features;
+        }
+        x.data
+            .par_chunks(EVAL_CHUNK * per_image)
+            .map(|data| {
+                let chunk = Maps {
+                    data: data.to_vec(),
+                    n: data.len() / per_image,
+                    h: x.h,
+                    w: x.w,
+                    c: x.c,
+                };
+                EVAL_WORKSPACE.with_borrow_mut(|work| {
+                    work.single_thread = true;
+                    self.chunk_features(&chunk, work)
+                })
+            })
+            .collect::<Vec<_>>()
+            .concat()
+    }
+
+    fn chunk_features(&self, x: &Maps, work: &mut Workspace) -> Vec<f32> {
         let mut h = self.stem_eval(x, work);
         for block in &self.blocks {
             let next = self.block_eval(block, &h, work);
@@ -765,6 +808,7 @@ impl NativeResNet {
 
     /// Batch norm's backward (training mode) from dL/dy to dL/dz; with `mask` (the ReLU's
     /// output), dL/dy is zero where the ReLU was off. Writes dgamma and dbeta into `grads`.
+    #[allow(clippy::too_many_arguments)]
     fn norm_backward(
         &self,
         norm: Norm,
@@ -1105,7 +1149,7 @@ fn conv_forward(conv: &Conv, params: &[f32], x: &Maps, work: &mut Workspace) -> 
             View::row_major(&x.data, rows, conv.cin),
             weights,
             &mut out,
-            threads(),
+            work.gemm_threads(),
         );
     } else {
         im2col(conv, x, (ho, wo), &mut work.columns);
@@ -1113,7 +1157,7 @@ fn conv_forward(conv: &Conv, params: &[f32], x: &Maps, work: &mut Workspace) -> 
             View::row_major(&work.columns[..rows * conv.taps()], rows, conv.taps()),
             weights,
             &mut out,
-            threads(),
+            work.gemm_threads(),
         );
     }
     Maps {
