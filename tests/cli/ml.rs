@@ -789,3 +789,92 @@ fn binary_learners_reject_a_multi_class_dataset_by_name() {
         run.stdout
     );
 }
+
+/// The CNN ops on both CPU engines, through the binary: from the same weights the native engine
+/// extracts the same features as burn (1e-4), and at a learning rate too small for float
+/// noise to steer Adam apart, fine-tuning and pretraining record the same losses and
+/// predictions (1e-4). The engine is a parameter, so each is its own cache entry.
+#[test]
+fn the_native_and_burn_cnn_engines_agree_through_the_binary() {
+    let p = Project::new();
+    p.write(
+        "p.yaml",
+        r#"
+stages:
+  faces: {op: data.synthetic_faces, params: {n_train: 32, n_val: 16, n_test: 16, size: 16}}
+  images: {op: data.images, inputs: {folder: faces}, params: {size: 16}}
+  shapes: {op: data.synthetic_pretrain, params: {n_train: 48, n_val: 16, classes: 3, size: 16}}
+  pretrained: {op: train.pretrain, inputs: {data: shapes}, params: {width: 4, epochs: 1, batch_size: 16}}
+  pre:
+    op: train.pretrain
+    inputs: {data: shapes}
+    params: {width: 4, epochs: 2, batch_size: 16, lr: 1.0e-7}
+    sweep: {engine: [native, burn]}
+  features:
+    op: features.backbone
+    inputs: {data: images, backbone: pretrained}
+    params: {batch_size: 8}
+    sweep: {engine: [native, burn]}
+  finetune:
+    op: train.cnn
+    inputs: {data: images, backbone: pretrained}
+    params: {mode: finetune, batch_size: 8, epochs: 2, lr: 1.0e-7}
+    sweep: {engine: [native, burn]}
+"#,
+    );
+    let run = p.run(&["run", "p.yaml"]).ok();
+    assert!(run.stdout.contains("0 failed"), "{}", run.stdout);
+    let floats = |dir: &Path, split: &str| -> Vec<f32> {
+        std::fs::read(dir.join(format!("{split}.bin")))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    let native = out_dir(&p, "p.yaml", "features[engine=native]");
+    let burn = out_dir(&p, "p.yaml", "features[engine=burn]");
+    for split in ["train", "validation", "test"] {
+        let (a, b) = (floats(&native, split), floats(&burn, split));
+        assert_eq!(a.len(), b.len());
+        assert!(a.len() >= 16 * 32, "{split}: 8 × width 4 features per image");
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 1e-4 * scale,
+                "{split}: native {x} vs burn {y}"
+            );
+        }
+    }
+    for stage in ["finetune", "pre"] {
+        let run_of = |engine: &str| {
+            json(&out_dir(&p, "p.yaml", &format!("{stage}[engine={engine}]")).join("run.json"))
+        };
+        let (a, b) = (run_of("native"), run_of("burn"));
+        let epochs = |r: &Value| r["epochs"].as_array().unwrap().clone();
+        assert_eq!(epochs(&a).len(), 2, "{stage}");
+        for (x, y) in epochs(&a).iter().zip(&epochs(&b)) {
+            let (x, y) = (
+                x["train_loss"].as_f64().unwrap(),
+                y["train_loss"].as_f64().unwrap(),
+            );
+            assert!(
+                (x - y).abs() < 1e-4,
+                "{stage}: train loss native {x} vs burn {y}"
+            );
+        }
+    }
+    let probabilities = |engine: &str| -> Vec<f64> {
+        json(&out_dir(&p, "p.yaml", &format!("finetune[engine={engine}]")).join("predictions.json"))
+            ["probabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect()
+    };
+    let (a, b) = (probabilities("native"), probabilities("burn"));
+    assert_eq!(a.len(), 16);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4, "P(fake) native {x} vs burn {y}");
+    }
+}
