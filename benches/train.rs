@@ -6,7 +6,8 @@
 //!   weight decay, gradient norms recorded), native engine, one thread: its achieved GFLOPS
 //!   against the rate of its three matrix products timed alone (the GEMM limit for its shapes)
 //!   and against a large product (the core's rate), and PyTorch's step;
-//! - with `BENCH_CNN=1`: a ResNet18 training step (64×64, batch 32, 2 threads), widths 16 and 64;
+//! - with `BENCH_CNN=1`: a ResNet18 training step (64×64, batch 32, 2 threads), widths 16 and 64,
+//!   on burn, and on the CPU also on the native CNN engine, with the feature extraction of both;
 //!   `BENCH_DEVICE=cuda|wgpu` trains on that device instead (a build with the feature; PyTorch
 //!   then runs on CUDA), `BENCH_BATCHES=32,128` sets the batch sizes and `BENCH_ONLY_CNN=1`
 //!   skips everything else (`benches/gpu-machine.sh`);

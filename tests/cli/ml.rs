@@ -836,7 +836,10 @@ stages:
     for split in ["train", "validation", "test"] {
         let (a, b) = (floats(&native, split), floats(&burn, split));
         assert_eq!(a.len(), b.len());
-        assert!(a.len() >= 16 * 32, "{split}: 8 × width 4 features per image");
+        assert!(
+            a.len() >= 16 * 32,
+            "{split}: 8 × width 4 features per image"
+        );
         let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
         for (x, y) in a.iter().zip(&b) {
             assert!(
