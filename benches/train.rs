@@ -11,8 +11,8 @@
 //!   `BENCH_DEVICE=cuda|wgpu` trains on that device instead (a build with the feature; PyTorch
 //!   then runs on CUDA), `BENCH_BATCHES=32,128` sets the batch sizes and `BENCH_ONLY_CNN=1`
 //!   skips everything else (`benches/gpu-machine.sh`);
-//! - with `BENCH_SECTION6=1`: section 6 end to end (`pipeline run pipelines/report.yaml` on a
-//!   fresh cache, all cores);
+//! - with `BENCH_SECTION6=1`: the whole report end to end, sections 6 and 7 (`pipeline run
+//!   pipelines/report.yaml` on a fresh cache, all cores; the name predates section 7);
 //! - with `BENCH_GBDT=1`: gradient-boosted trees (`train.gbdt`'s defaults, 2 threads) on the
 //!   report's generated faces (raw pixels, 1,400 × 12,288), fit time (one run) and validation and
 //!   test accuracy, against XGBoost (`hist`) on the same data.
@@ -630,7 +630,7 @@ fn main() {
             .expect("pipeline");
         assert!(status.success());
         println!(
-            "section 6 end to end (generated data, fresh cache, all cores): {:.1} s",
+            "the whole report, sections 6 and 7 (generated data, fresh cache, all cores): {:.1} s",
             start.elapsed().as_secs_f64()
         );
     }
