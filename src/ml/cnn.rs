@@ -283,22 +283,13 @@ fn train_binary_on(
                 || valid_head.forward(test_features.clone()),
                 test.images.labels,
             )?;
-            epochs.push(record(
-                epoch,
-                cfg.lr,
-                loss_sum,
-                correct,
-                train.len(),
-                (validation_loss, validation_acc),
-                (test_loss, test_acc),
-                train_time_s,
-                eval_started,
-            ));
-            hooks.progress(format!(
-                "epoch {}/{} val acc {validation_acc:.3}",
-                epoch + 1,
-                cfg.epochs
-            ));
+            finish_epoch(
+                &mut epochs,
+                (epoch, cfg, hooks),
+                (loss_sum, correct, train.len()),
+                [(validation_loss, validation_acc), (test_loss, test_acc)],
+                (train_time_s, eval_started),
+            );
         }
         let (_, _, test_probabilities) = evaluate_logits(
             || head.valid().forward(test_features.clone()),
@@ -355,22 +346,13 @@ fn train_binary_on(
         let (validation_loss, validation_acc, _) =
             evaluate_logits(|| logits_of(&validation), validation.images.labels)?;
         let (test_loss, test_acc, _) = evaluate_logits(|| logits_of(&test), test.images.labels)?;
-        epochs.push(record(
-            epoch,
-            cfg.lr,
-            loss_sum,
-            correct,
-            train.len(),
-            (validation_loss, validation_acc),
-            (test_loss, test_acc),
-            train_time_s,
-            eval_started,
-        ));
-        hooks.progress(format!(
-            "epoch {}/{} val acc {validation_acc:.3}",
-            epoch + 1,
-            cfg.epochs
-        ));
+        finish_epoch(
+            &mut epochs,
+            (epoch, cfg, hooks),
+            (loss_sum, correct, train.len()),
+            [(validation_loss, validation_acc), (test_loss, test_acc)],
+            (train_time_s, eval_started),
+        );
         if diverged {
             break;
         }
@@ -432,22 +414,18 @@ fn binary_epoch<M: Module>(
     Ok((module, loss_sum, correct, false))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record(
-    epoch: usize,
-    lr: f64,
-    loss_sum: f64,
-    correct: usize,
-    n: usize,
-    validation: (f64, f64),
-    test: (f64, f64),
-    train_time_s: f64,
-    eval_started: Instant,
-) -> EpochRecord {
-    EpochRecord {
+/// Records an epoch of a binary training (the train numbers averaged over the epoch's batches,
+/// as the weights move during the epoch) and reports it.
+fn finish_epoch(
+    epochs: &mut Vec<EpochRecord>,
+    (epoch, cfg, hooks): (usize, &CnnConfig, &dyn Hooks),
+    (loss_sum, correct, n): (f64, usize, usize),
+    [validation, test]: [(f64, f64); 2],
+    (train_time_s, eval_started): (f64, Instant),
+) {
+    epochs.push(EpochRecord {
         epoch: epoch + 1,
-        lr,
-        // Averaged over the epoch's batches (the weights move during the epoch).
+        lr: cfg.lr,
         train_loss: loss_sum / n as f64,
         train_acc: correct as f64 / n as f64,
         validation_loss: validation.0,
@@ -457,7 +435,13 @@ fn record(
         train_time_s,
         eval_time_s: eval_started.elapsed().as_secs_f64(),
         grad_norms: Vec::new(),
-    }
+    });
+    hooks.progress(format!(
+        "epoch {}/{} val acc {:.3}",
+        epoch + 1,
+        cfg.epochs,
+        validation.1
+    ));
 }
 
 /// Correct predictions of a batch (logit > 0 ⇔ sigmoid > 0.5) and its loss.
@@ -844,22 +828,13 @@ fn train_binary_native(
         };
         let (validation_loss, validation_acc, _) = evaluate(validation);
         let (test_loss, test_acc, _) = evaluate(test);
-        epochs.push(record(
-            epoch,
-            cfg.lr,
-            loss_sum,
-            correct,
-            train.len(),
-            (validation_loss, validation_acc),
-            (test_loss, test_acc),
-            train_time_s,
-            eval_started,
-        ));
-        hooks.progress(format!(
-            "epoch {}/{} val acc {validation_acc:.3}",
-            epoch + 1,
-            cfg.epochs
-        ));
+        finish_epoch(
+            &mut epochs,
+            (epoch, cfg, hooks),
+            (loss_sum, correct, train.len()),
+            [(validation_loss, validation_acc), (test_loss, test_acc)],
+            (train_time_s, eval_started),
+        );
         if diverged {
             break;
         }

@@ -252,6 +252,14 @@ pub enum Targets<'a> {
     Classes(&'a [u32]),
 }
 
+impl<'a> Targets<'a> {
+    fn labels(self) -> &'a [u32] {
+        match self {
+            Targets::Binary(labels) | Targets::Classes(labels) => labels,
+        }
+    }
+}
+
 fn threads() -> usize {
     rayon::current_num_threads().max(1)
 }
@@ -434,10 +442,6 @@ impl NativeResNet {
         };
         theirs.running_mean = state(&self.running[norm.stats..norm.stats + c]);
         theirs.running_var = state(&self.running[norm.stats + c..norm.stats + 2 * c]);
-    }
-
-    pub fn parameter_count(&self) -> usize {
-        self.params.len()
     }
 
     /// The pooled features ([n, 8·width]) in evaluation mode (running statistics). Chunks of
@@ -624,11 +628,11 @@ impl NativeResNet {
         grads: &mut Vec<f32>,
     ) -> Result<(f32, Vec<f32>)> {
         let n = x.n;
-        let labels = match targets {
-            Targets::Binary(l) | Targets::Classes(l) => l,
-        };
-        if labels.len() != n || n == 0 {
-            bail!("{} labels for a batch of {n} images", labels.len());
+        if targets.labels().len() != n || n == 0 {
+            bail!(
+                "{} labels for a batch of {n} images",
+                targets.labels().len()
+            );
         }
         grads.clear();
         grads.resize(self.params.len(), 0.0);
@@ -1340,13 +1344,7 @@ fn loss_and_gradient(logits: &[f32], outputs: usize, targets: Targets) -> Result
             }
         }
     }
-    Ok(((loss / labels_len(targets) as f64) as f32, grad))
-}
-
-fn labels_len(targets: Targets) -> usize {
-    match targets {
-        Targets::Binary(l) | Targets::Classes(l) => l.len(),
-    }
+    Ok(((loss / targets.labels().len() as f64) as f32, grad))
 }
 
 /// Adam (PyTorch's form, ε 1e-8, no weight decay) over the flat parameter vector.
