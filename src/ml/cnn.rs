@@ -14,6 +14,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use super::ElasticPool;
 use super::device::{Compute, burn_device, guarded};
 use super::native_cnn::{Adam, Maps, NativeResNet, Targets, Workspace};
 use super::resnet::{ResNet, ResNetConfig};
@@ -734,6 +735,8 @@ struct NativeRun {
     adam: Adam,
     work: Workspace,
     grads: Vec<f32>,
+    /// Threads lent by the scheduler while cores are idle (the numbers do not depend on them).
+    pool: ElasticPool,
 }
 
 impl NativeRun {
@@ -745,7 +748,16 @@ impl NativeRun {
             adam,
             work: Workspace::default(),
             grads: Vec::new(),
+            pool: ElasticPool::default(),
         })
+    }
+
+    /// Logits of `images` in evaluation mode, on the threads granted now.
+    fn logits(&mut self, images: &Images, batch: usize) -> Result<Vec<f32>> {
+        let NativeRun {
+            net, work, pool, ..
+        } = self;
+        pool.install(|| native_logits(net, images, batch, work))
     }
 
     /// One epoch over `order`: the summed loss, the correct predictions and whether the loss
@@ -774,16 +786,26 @@ impl NativeRun {
             } else {
                 Targets::Binary(&labels)
             };
-            let (loss, logits) =
-                self.net
-                    .loss_and_gradients(x, targets, &mut self.work, &mut self.grads)?;
+            let NativeRun {
+                net,
+                adam,
+                work,
+                grads,
+                pool,
+            } = self;
+            let (loss, logits) = pool.install(|| -> Result<(f32, Vec<f32>)> {
+                let (loss, logits) = net.loss_and_gradients(x, targets, work, grads)?;
+                if loss.is_finite() {
+                    adam.step(net, grads, cfg.lr);
+                }
+                Ok((loss, logits))
+            })??;
             correct += native_correct(&logits, self.net.config.outputs, &labels);
             step_losses.push(loss);
             if !loss.is_finite() {
                 return Ok((loss_sum, correct, true));
             }
             loss_sum += loss as f64 * chunk.len() as f64;
-            self.adam.step(&mut self.net, &self.grads, cfg.lr);
             if b % 10 == 9 {
                 hooks.progress(progress(b + 1, steps, loss));
             }
@@ -822,12 +844,12 @@ fn train_binary_native(
         diverged |= stopped;
         let train_time_s = started.elapsed().as_secs_f64();
         let eval_started = Instant::now();
-        let mut evaluate = |images: &Images| {
-            let z = native_logits(&run.net, images, cfg.eval_batch_size, &mut run.work);
-            logit_statistics(&z, images.labels)
+        let mut evaluate = |images: &Images| -> Result<_> {
+            let z = run.logits(images, cfg.eval_batch_size)?;
+            Ok(logit_statistics(&z, images.labels))
         };
-        let (validation_loss, validation_acc, _) = evaluate(validation);
-        let (test_loss, test_acc, _) = evaluate(test);
+        let (validation_loss, validation_acc, _) = evaluate(validation)?;
+        let (test_loss, test_acc, _) = evaluate(test)?;
         finish_epoch(
             &mut epochs,
             (epoch, cfg, hooks),
@@ -839,7 +861,7 @@ fn train_binary_native(
             break;
         }
     }
-    let z = native_logits(&run.net, test, cfg.eval_batch_size, &mut run.work);
+    let z = run.logits(test, cfg.eval_batch_size)?;
     let (_, _, test_probabilities) = logit_statistics(&z, test.labels);
     run.net.write_to_burn(&mut model);
     Ok(CnnOutput {
@@ -900,7 +922,7 @@ fn pretrain_native(
         let (validation_loss, validation_acc) = if held_out.is_empty() {
             (f64::NAN, f64::NAN)
         } else {
-            let z = native_logits(&run.net, held_out, cfg.eval_batch_size, &mut run.work);
+            let z = run.logits(held_out, cfg.eval_batch_size)?;
             let mut loss = 0.0f64;
             for (row, &y) in z.chunks(classes).zip(held_out.labels) {
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;

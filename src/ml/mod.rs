@@ -78,12 +78,39 @@ pub fn set_granted_threads(threads: usize) {
 /// steps (measured on burn 0.22.1 / Flex). The same setting on every run keeps results
 /// deterministic.
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> Result<T> {
-    let pool = rayon::ThreadPoolBuilder::new()
+    Ok(training_pool(threads)?.install(f))
+}
+
+fn training_pool(threads: usize) -> Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .start_handler(|_| set_flush_to_zero())
         .build()
-        .context("creating the training thread pool")?;
-    Ok(pool.install(f))
+        .context("creating the training thread pool")
+}
+
+/// Runs steps of an elastic stage on the threads granted now ([`granted_threads`]), but never
+/// fewer than the pool it is called from has: a pool of the granted size is started when the
+/// count grows and dropped when the loan ends. The engine's numbers must not depend on it.
+#[derive(Default)]
+pub struct ElasticPool {
+    lent: Option<(usize, rayon::ThreadPool)>,
+}
+
+impl ElasticPool {
+    pub fn install<T: Send>(&mut self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        let own = rayon::current_num_threads();
+        let wanted = granted_threads();
+        if wanted <= own {
+            self.lent = None;
+            return Ok(f());
+        }
+        if self.lent.as_ref().map(|(n, _)| *n) != Some(wanted) {
+            self.lent = Some((wanted, training_pool(wanted)?));
+        }
+        let (_, pool) = self.lent.as_ref().context("the lent thread pool")?;
+        Ok(pool.install(f))
+    }
 }
 
 #[allow(deprecated)]

@@ -156,7 +156,8 @@ impl ResNet {
             .with_key_remapping(r"downsample\.bn\.", "downsample.1.");
         self.save_into(&mut store)
             .map_err(|e| anyhow!("{e:?}"))
-            .with_context(|| format!("saving {}", path.display()))
+            .with_context(|| format!("saving {}", path.display()))?;
+        sort_safetensors_header(path).with_context(|| format!("saving {}", path.display()))
     }
 
     /// Loads torchvision-named weights; with `backbone_only`, the `fc` head is left as it is (a
@@ -189,4 +190,46 @@ impl ResNet {
         }
         Ok(())
     }
+}
+
+/// Rewrites a safetensors header with its keys sorted: burn writes its metadata from a hash
+/// map, so the same weights would give different bytes from run to run. The tensors' offsets,
+/// and so the data after the header, stay as they are.
+fn sort_safetensors_header(path: &Path) -> Result<()> {
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            other => other,
+        }
+    }
+    let bytes = std::fs::read(path)?;
+    let length = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .context("a safetensors file shorter than its header length")?;
+    let end = usize::try_from(length)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .filter(|&end| end <= bytes.len())
+        .context("a safetensors header longer than its file")?;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..end])?;
+    let mut text = serde_json::to_vec(&sorted(header))?;
+    // Same length as before (the data's alignment stays): pad with spaces, as the format allows.
+    if text.len() > end - 8 {
+        return Ok(());
+    }
+    text.resize(end - 8, b' ');
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..8]);
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[end..]);
+    std::fs::write(path, out)?;
+    Ok(())
 }

@@ -109,6 +109,11 @@ impl Op for Pretrain {
     fn isolate(&self) -> bool {
         true
     }
+    /// On the CPU the native engine widens to threads lent while cores are idle (its numbers do
+    /// not depend on the thread count).
+    fn elastic(&self, params: &Params) -> bool {
+        !params.str("engine").is_ok_and(|e| e == "burn")
+    }
     /// Pretraining runs on a GPU whenever the run has one; loading given `weights` computes
     /// nothing.
     fn gpu(&self, params: &Params) -> GpuUse {

@@ -135,6 +135,11 @@ impl Op for TrainCnn {
     fn isolate(&self) -> bool {
         true
     }
+    /// On the CPU the native engine widens to threads lent while cores are idle (its numbers do
+    /// not depend on the thread count).
+    fn elastic(&self, params: &Params) -> bool {
+        !params.str("engine").is_ok_and(|e| e == "burn")
+    }
     /// CNN training: on a GPU whenever the run has one.
     fn gpu(&self, _params: &Params) -> GpuUse {
         GpuUse::Preferred

@@ -774,6 +774,54 @@ fn an_elastic_stage_is_lent_idle_threads_and_its_numbers_do_not_change() {
 }
 
 #[test]
+fn a_native_cnn_stage_is_lent_idle_threads_and_its_numbers_do_not_change() {
+    // Pretraining (pinned to one thread) runs beside a one-thread stage; when that ends and
+    // nothing else is ready, the idle thread is lent to it (its log says so). The same
+    // pretraining with no thread to lend gives the same bits.
+    let yaml = "stages:
+  sleeper: {op: shell, params: {cmd: 'sleep 1'}}
+  shapes: {op: data.synthetic_pretrain, params: {n_train: 768, n_val: 32, classes: 3, size: 32}}
+  pretrained:
+    op: train.pretrain
+    inputs: {data: shapes}
+    params: {width: 8, epochs: 10, batch_size: 32}
+    resources: {threads: 1}
+";
+    let run = |jobs: &str| {
+        let p = Project::new();
+        p.write("p.yaml", yaml);
+        p.run(&["run", "p.yaml", "--jobs", jobs]).ok();
+        let dir = out_dir(&p, "p.yaml", "pretrained");
+        let log =
+            std::fs::read_to_string(dir.parent().unwrap().join("log.txt")).unwrap_or_default();
+        let mut run = json(&dir.join("run.json"));
+        for e in run["epochs"].as_array_mut().unwrap() {
+            e.as_object_mut()
+                .unwrap()
+                .retain(|k, _| !k.ends_with("time_s"));
+        }
+        let meta = entry_meta(&p, "train.pretrain");
+        (
+            run["epochs"].clone(),
+            std::fs::read(dir.join("model.safetensors")).unwrap(),
+            log,
+            meta["threads"].clone(),
+        )
+    };
+    let (one, two) = (run("1"), run("2"));
+    assert!(!one.2.contains("now uses"), "{}", one.2);
+    assert_eq!(two.3, 1);
+    assert!(
+        two.2.contains("the stage now uses 2 thread(s)"),
+        "{}",
+        two.2
+    );
+    assert_eq!(one.0.as_array().unwrap().len(), 10);
+    assert_eq!(one.0, two.0);
+    assert!(one.1 == two.1, "the weights differ");
+}
+
+#[test]
 fn binary_learners_reject_a_multi_class_dataset_by_name() {
     let p = Project::new();
     p.write(
