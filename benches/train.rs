@@ -11,8 +11,14 @@
 //!   `BENCH_DEVICE=cuda|wgpu` trains on that device instead (a build with the feature; PyTorch
 //!   then runs on CUDA), `BENCH_BATCHES=32,128` sets the batch sizes and `BENCH_ONLY_CNN=1`
 //!   skips everything else (`benches/gpu-machine.sh`);
-//! - with `BENCH_SECTION6=1`: the whole report end to end, sections 6 and 7 (`pipeline run
-//!   pipelines/report.yaml` on a fresh cache, all cores; the name predates section 7);
+//! - with `BENCH_SKIP_STEPS=1`: no MLP or 6.2.1.6 step timings, only the parts chosen below;
+//! - with `BENCH_SECTION6=1`: section 6 end to end on the course's Europe CSVs (`BENCH_EUROPE`,
+//!   default `../shared/data/europe`): `pipeline run pipelines/report.yaml --only` its stages,
+//!   one replicate (PyTorch's script trains each run once), fresh cache, all cores; then
+//!   PyTorch's script on the same data (`torch_reference.py section6`, one process per core)
+//!   and the ratio;
+//! - with `BENCH_REPORT=1`: the whole report end to end, sections 6 and 7 (generated data,
+//!   fresh cache, all cores);
 //! - with `BENCH_GBDT=1`: gradient-boosted trees (`train.gbdt`'s defaults, 2 threads) on the
 //!   report's generated faces (raw pixels, 1,400 × 12,288), fit time (one run) and validation and
 //!   test accuracy, against XGBoost (`hist`) on the same data.
@@ -566,6 +572,29 @@ fn main() {
         cnn_steps(&torch_cnn_steps());
         return;
     }
+    // `BENCH_SKIP_STEPS=1`: only the parts chosen by the other variables.
+    if std::env::var_os("BENCH_SKIP_STEPS").is_none() {
+        mlp_steps();
+    }
+    if std::env::var_os("BENCH_CNN").is_some() {
+        cnn_steps(&torch_cnn_steps());
+    }
+    if std::env::var_os("BENCH_SECTION6").is_some() {
+        section6();
+    }
+    if std::env::var_os("BENCH_REPORT").is_some() {
+        let seconds = run_report(&[]);
+        println!(
+            "the whole report, sections 6 and 7 (generated data, fresh cache, all cores): {seconds:.1} s"
+        );
+    }
+    if std::env::var_os("BENCH_GBDT").is_some() {
+        gbdt();
+    }
+}
+
+/// Per-step MLP timings and the 6.2.1.6 network's step against its GEMM limit and PyTorch.
+fn mlp_steps() {
     let torch = torch_steps();
     println!(
         "per training step, MLP 2→6×16→33, Adam, 1 thread (median): native engine, burn engine, PyTorch"
@@ -613,28 +642,75 @@ fn main() {
             theirs / ms
         );
     }
-    if std::env::var_os("BENCH_CNN").is_some() {
-        cnn_steps(&torch_cnn_steps());
+}
+
+const REPORT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/report.yaml");
+
+/// Seconds of `pipeline run pipelines/report.yaml ARGS --quiet` on a fresh cache.
+fn run_report(args: &[String]) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let start = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .args(["run", REPORT, "--quiet"])
+        .args(args)
+        .current_dir(dir.path())
+        .status()
+        .expect("pipeline");
+    assert!(status.success());
+    start.elapsed().as_secs_f64()
+}
+
+/// The report's section-6 stages: those before the first of section 7 (`faces`).
+fn section6_stages() -> Vec<String> {
+    let text = std::fs::read_to_string(REPORT).expect("report.yaml");
+    let yaml: yaml_serde::Value = yaml_serde::from_str(&text).expect("report.yaml parses");
+    let stages = yaml["stages"].as_mapping().expect("a stages mapping");
+    stages
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .take_while(|name| name != "faces")
+        .collect()
+}
+
+/// Section 6 end to end on the Europe CSVs, ours then PyTorch's script, in one run.
+fn section6() {
+    let data = std::env::var("BENCH_EUROPE").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/europe").to_string()
+    });
+    let data = std::fs::canonicalize(&data).expect("the Europe CSVs (BENCH_EUROPE)");
+    let mut args = vec![
+        "--set".to_string(),
+        format!("data_dir={}", data.display()),
+        "--set".into(),
+        "replicates=1".into(),
+    ];
+    for stage in section6_stages() {
+        args.extend(["--only".to_string(), stage]);
     }
-    if std::env::var_os("BENCH_SECTION6").is_some() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let start = Instant::now();
-        let status = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-            .args([
-                "run",
-                concat!(env!("CARGO_MANIFEST_DIR"), "/pipelines/report.yaml"),
-                "--quiet",
-            ])
-            .current_dir(dir.path())
-            .status()
-            .expect("pipeline");
-        assert!(status.success());
+    let ours = run_report(&args);
+    println!(
+        "section 6 end to end ({}, one replicate, fresh cache, all cores): {ours:.1} s",
+        data.display()
+    );
+    let out = Command::new(torch_python())
+        .arg(torch_reference())
+        .args(["section6", "--data"])
+        .arg(&data)
+        .output();
+    let theirs = out.ok().and_then(|out| {
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            l.strip_prefix("section 6 total wall time:")?
+                .trim()
+                .trim_end_matches('s')
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    });
+    if let Some(theirs) = theirs {
         println!(
-            "the whole report, sections 6 and 7 (generated data, fresh cache, all cores): {:.1} s",
-            start.elapsed().as_secs_f64()
+            "  PyTorch's script {theirs:.1} s (one process per core) → ours {:.2}× PyTorch's speed (target ≥ 8×)",
+            theirs / ours
         );
-    }
-    if std::env::var_os("BENCH_GBDT").is_some() {
-        gbdt();
     }
 }
