@@ -223,6 +223,14 @@ impl Workspace {
 
     /// `len` zeros, in the smallest spare buffer that holds them.
     fn zeros(&mut self, len: usize) -> Vec<f32> {
+        let mut buffer = self.scratch(len);
+        buffer.fill(0.0);
+        buffer
+    }
+
+    /// `len` values left from earlier use, for an output that is written in full: a reused
+    /// buffer skips the zeroing pass (only growth beyond its old length is zeroed).
+    fn scratch(&mut self, len: usize) -> Vec<f32> {
         let best = (0..self.spare.len())
             .filter(|&i| self.spare[i].capacity() >= len)
             .min_by_key(|&i| self.spare[i].capacity());
@@ -230,7 +238,6 @@ impl Workspace {
             Some(i) => self.spare.swap_remove(i),
             None => Vec::with_capacity(len),
         };
-        buffer.clear();
         buffer.resize(len, 0.0);
         buffer
     }
@@ -483,10 +490,12 @@ impl NativeResNet {
                 })
                 .collect();
             let (h, w, c) = (chunks[0].h, chunks[0].w, chunks[0].c);
-            let mut data = work.zeros(x.n * h * w * c);
-            data.clear();
+            let mut data = work.scratch(x.n * h * w * c);
+            let mut at = 0;
             for chunk in chunks {
-                data.extend_from_slice(&chunk.data);
+                data[at..at + chunk.data.len()].copy_from_slice(&chunk.data);
+                at += chunk.data.len();
+                work.recycle(chunk.data);
             }
             Maps {
                 data,
@@ -716,7 +725,7 @@ impl NativeResNet {
         );
         let last = &tape.last;
         let area = (last.h * last.w) as f32;
-        let mut dh = work.zeros(last.data.len());
+        let mut dh = work.scratch(last.data.len());
         dh.par_chunks_mut(last.h * last.w * f)
             .zip(dfeatures.par_chunks(f))
             .for_each(|(image, d)| {
@@ -876,7 +885,7 @@ impl NativeResNet {
         let (mean, inv_std) = (&cache.mean, &cache.inv_std);
         // dL/dy behind the ReLU: zero where it was off.
         let masked: Option<Vec<f32>> = mask.map(|m| {
-            let mut d = work.zeros(dy.len());
+            let mut d = work.scratch(dy.len());
             d.par_chunks_mut(PART_ROWS * c)
                 .zip(dy.par_chunks(PART_ROWS * c))
                 .zip(m.par_chunks(PART_ROWS * c))
@@ -912,7 +921,7 @@ impl NativeResNet {
         let offset: Vec<f32> = (0..c)
             .map(|ch| coef[ch] * (mean[ch] * inv_std[ch] * dgamma[ch] / m - dbeta[ch] / m))
             .collect();
-        let mut dz = work.zeros(rows * c);
+        let mut dz = work.scratch(rows * c);
         dz.par_chunks_mut(PART_ROWS * c)
             .zip(dy.par_chunks(PART_ROWS * c))
             .zip(z.data.par_chunks(PART_ROWS * c))
@@ -1040,7 +1049,7 @@ fn normalise(
     work: &mut Workspace,
 ) -> Maps {
     let c = z.c;
-    let mut data = work.zeros(z.data.len());
+    let mut data = work.scratch(z.data.len());
     data.par_chunks_mut(PART_ROWS * c)
         .zip(z.data.par_chunks(PART_ROWS * c))
         .enumerate()
@@ -1067,7 +1076,7 @@ fn normalise(
 /// y = z·scale + shift per channel (the downsampling path: no ReLU).
 fn normalise_linear(z: &Maps, scale: &[f32], shift: &[f32], work: &mut Workspace) -> Maps {
     let c = z.c;
-    let mut data = work.zeros(z.data.len());
+    let mut data = work.scratch(z.data.len());
     data.par_chunks_mut(PART_ROWS * c)
         .zip(z.data.par_chunks(PART_ROWS * c))
         .for_each(|(out, zs)| {
@@ -1089,7 +1098,7 @@ fn pooled_size(size: usize) -> usize {
 fn max_pool(x: &Maps, work: &mut Workspace) -> (Maps, Vec<u32>) {
     let (h, w, c) = (x.h, x.w, x.c);
     let (ho, wo) = (pooled_size(h), pooled_size(w));
-    let mut data = work.zeros(x.n * ho * wo * c);
+    let mut data = work.scratch(x.n * ho * wo * c);
     data.fill(f32::NEG_INFINITY);
     let mut argmax = vec![0u32; data.len()];
     data.par_chunks_mut(ho * wo * c)
@@ -1195,7 +1204,7 @@ fn im2col(conv: &Conv, x: &Maps, (ho, wo): (usize, usize), columns: &mut Vec<f32
 fn conv_forward(conv: &Conv, params: &[f32], x: &Maps, work: &mut Workspace) -> Maps {
     let (ho, wo) = (conv.out_size(x.h), conv.out_size(x.w));
     let rows = x.n * ho * wo;
-    let mut out = work.zeros(rows * conv.cout);
+    let mut out = work.scratch(rows * conv.cout);
     let weights = View::row_major(
         &params[conv.weight..conv.weight + conv.len()],
         conv.taps(),
@@ -1263,7 +1272,7 @@ fn conv_backward(
     }
     let weights = View::row_major(&params[conv.weight..conv.weight + conv.len()], taps, cout);
     if direct {
-        let mut dx = work.zeros(rows * conv.cin);
+        let mut dx = work.scratch(rows * conv.cin);
         matmul_with(
             View::row_major(dz, rows, cout),
             weights.t(),
