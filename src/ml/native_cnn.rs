@@ -1089,12 +1089,12 @@ fn normalise_linear(z: &Maps, scale: &[f32], shift: &[f32], work: &mut Workspace
     z.with_data(data)
 }
 
-/// 3×3 max pooling, stride 2, padding 1; with each output's input index (within its image).
 /// The output side of the 3×3, stride-2, padding-1 max pooling.
 fn pooled_size(size: usize) -> usize {
     (size + 2).saturating_sub(3) / 2 + 1
 }
 
+/// 3×3 max pooling, stride 2, padding 1; with each output's input index (within its image).
 fn max_pool(x: &Maps, work: &mut Workspace) -> (Maps, Vec<u32>) {
     let (h, w, c) = (x.h, x.w, x.c);
     let (ho, wo) = (pooled_size(h), pooled_size(w));

@@ -779,7 +779,7 @@ fn a_native_cnn_stage_is_lent_idle_threads_and_its_numbers_do_not_change() {
     // nothing else is ready, the idle thread is lent to it (its log says so). The same
     // pretraining with no thread to lend gives the same bits.
     let yaml = "stages:
-  sleeper: {op: shell, params: {cmd: 'sleep 1'}}
+  sleeper: {op: shell, params: {cmd: 'sleep 0.5'}}
   shapes: {op: data.synthetic_pretrain, params: {n_train: 768, n_val: 32, classes: 3, size: 32}}
   pretrained:
     op: train.pretrain
