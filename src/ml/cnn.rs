@@ -336,14 +336,7 @@ fn train_binary_on(
         let train_time_s = started.elapsed().as_secs_f64();
         let eval_started = Instant::now();
         let valid = model.valid();
-        let logits_of = |images: &Staged| {
-            let all: Vec<usize> = (0..images.len()).collect();
-            let parts: Vec<Tensor<2>> = all
-                .chunks(cfg.eval_batch_size.max(1))
-                .map(|c| valid.forward(images.batch(c)))
-                .collect();
-            Tensor::cat(parts, 0)
-        };
+        let logits_of = |images: &Staged| burn_logits(&valid, images, cfg.eval_batch_size);
         let (validation_loss, validation_acc, _) =
             evaluate_logits(|| logits_of(&validation), validation.images.labels)?;
         let (test_loss, test_acc, _) = evaluate_logits(|| logits_of(&test), test.images.labels)?;
@@ -359,12 +352,10 @@ fn train_binary_on(
         }
     }
     let valid = model.valid();
-    let all: Vec<usize> = (0..test.len()).collect();
-    let parts: Vec<Tensor<2>> = all
-        .chunks(cfg.eval_batch_size.max(1))
-        .map(|c| valid.forward(test.batch(c)))
-        .collect();
-    let (_, _, test_probabilities) = evaluate_logits(|| Tensor::cat(parts, 0), test.images.labels)?;
+    let (_, _, test_probabilities) = evaluate_logits(
+        || burn_logits(&valid, &test, cfg.eval_batch_size),
+        test.images.labels,
+    )?;
     Ok(CnnOutput {
         epochs,
         step_losses,
@@ -462,6 +453,16 @@ fn step_stats<L>(z: &Tensor<1>, chunk: &[usize], labels: &[u32], loss: L) -> Res
 }
 
 /// Mean BCE, accuracy and P(class 1) from logits.
+/// Logits of `images` in evaluation mode on burn, `batch` images a pass.
+fn burn_logits(model: &ResNet, images: &Staged, batch: usize) -> Tensor<2> {
+    let all: Vec<usize> = (0..images.len()).collect();
+    let parts: Vec<Tensor<2>> = all
+        .chunks(batch.max(1))
+        .map(|c| model.forward(images.batch(c)))
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
 fn evaluate_logits(
     logits: impl FnOnce() -> Tensor<2>,
     labels: &[u32],

@@ -149,15 +149,17 @@ impl ResNet {
 
     /// Saves with torchvision's names and layout (Linear weights [out, in]).
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut store = SafetensorsStore::from_file(path)
-            .overwrite(true)
+        let mut store = SafetensorsStore::from_bytes(None)
             .with_to_adapter(burn::store::BurnToPyTorchAdapter)
             .with_key_remapping(r"downsample\.conv\.", "downsample.0.")
             .with_key_remapping(r"downsample\.bn\.", "downsample.1.");
-        self.save_into(&mut store)
+        let bytes = self
+            .save_into(&mut store)
+            .and_then(|()| store.get_bytes())
             .map_err(|e| anyhow!("{e:?}"))
+            .and_then(with_sorted_header)
             .with_context(|| format!("saving {}", path.display()))?;
-        sort_safetensors_header(path).with_context(|| format!("saving {}", path.display()))
+        std::fs::write(path, bytes).with_context(|| format!("saving {}", path.display()))
     }
 
     /// Loads torchvision-named weights; with `backbone_only`, the `fc` head is left as it is (a
@@ -192,10 +194,10 @@ impl ResNet {
     }
 }
 
-/// Rewrites a safetensors header with its keys sorted: burn writes its metadata from a hash
-/// map, so the same weights would give different bytes from run to run. The tensors' offsets,
-/// and so the data after the header, stay as they are.
-fn sort_safetensors_header(path: &Path) -> Result<()> {
+/// A safetensors file with its header's keys sorted: burn writes its metadata from a hash
+/// map, so the same weights would give different bytes from run to run. The header keeps its
+/// length (padded with spaces, as the format allows), so the tensors' offsets stay.
+fn with_sorted_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     fn sorted(value: serde_json::Value) -> serde_json::Value {
         match value {
             serde_json::Value::Object(map) => {
@@ -208,7 +210,6 @@ fn sort_safetensors_header(path: &Path) -> Result<()> {
             other => other,
         }
     }
-    let bytes = std::fs::read(path)?;
     let length = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
@@ -221,15 +222,11 @@ fn sort_safetensors_header(path: &Path) -> Result<()> {
         .context("a safetensors header longer than its file")?;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..end])?;
     let mut text = serde_json::to_vec(&sorted(header))?;
-    // Same length as before (the data's alignment stays): pad with spaces, as the format allows.
     if text.len() > end - 8 {
-        return Ok(());
+        return Ok(bytes);
     }
     text.resize(end - 8, b' ');
-    let mut out = Vec::with_capacity(bytes.len());
-    out.extend_from_slice(&bytes[..8]);
-    out.extend_from_slice(&text);
-    out.extend_from_slice(&bytes[end..]);
-    std::fs::write(path, out)?;
-    Ok(())
+    let mut out = bytes;
+    out[8..end].copy_from_slice(&text);
+    Ok(out)
 }

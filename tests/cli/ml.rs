@@ -736,6 +736,24 @@ stages:
     assert_eq!(one, two);
 }
 
+/// What an elastic-threads test compares of `stage`'s run: its epoch records without their
+/// times, its weights file's bytes, and its log.
+fn elastic_outcome(p: &Project, stage: &str) -> (Value, Vec<u8>, String) {
+    let dir = out_dir(p, "p.yaml", stage);
+    let log = std::fs::read_to_string(dir.parent().unwrap().join("log.txt")).unwrap_or_default();
+    let mut run = json(&dir.join("run.json"));
+    for e in run["epochs"].as_array_mut().unwrap() {
+        e.as_object_mut()
+            .unwrap()
+            .retain(|k, _| !k.ends_with("time_s"));
+    }
+    (
+        run["epochs"].clone(),
+        std::fs::read(dir.join("model.safetensors")).unwrap(),
+        log,
+    )
+}
+
 #[test]
 fn an_elastic_stage_is_lent_idle_threads_and_its_numbers_do_not_change() {
     // One native training alone on two threads: the scheduler lends it the idle one (its log
@@ -747,20 +765,7 @@ fn an_elastic_stage_is_lent_idle_threads_and_its_numbers_do_not_change() {
         let p = Project::new();
         p.write("p.yaml", &yaml);
         p.run(&["run", "p.yaml", "--jobs", jobs]).ok();
-        let dir = out_dir(&p, "p.yaml", "net");
-        let log =
-            std::fs::read_to_string(dir.parent().unwrap().join("log.txt")).unwrap_or_default();
-        let mut run = json(&dir.join("run.json"));
-        for e in run["epochs"].as_array_mut().unwrap() {
-            e.as_object_mut()
-                .unwrap()
-                .retain(|k, _| !k.ends_with("time_s"));
-        }
-        (
-            run["epochs"].clone(),
-            std::fs::read(dir.join("model.safetensors")).unwrap(),
-            log,
-        )
+        elastic_outcome(&p, "net")
     };
     let (one, two) = (run("1"), run("2"));
     assert!(!one.2.contains("now uses"), "{}", one.2);
@@ -791,26 +796,14 @@ fn a_native_cnn_stage_is_lent_idle_threads_and_its_numbers_do_not_change() {
         let p = Project::new();
         p.write("p.yaml", yaml);
         p.run(&["run", "p.yaml", "--jobs", jobs]).ok();
-        let dir = out_dir(&p, "p.yaml", "pretrained");
-        let log =
-            std::fs::read_to_string(dir.parent().unwrap().join("log.txt")).unwrap_or_default();
-        let mut run = json(&dir.join("run.json"));
-        for e in run["epochs"].as_array_mut().unwrap() {
-            e.as_object_mut()
-                .unwrap()
-                .retain(|k, _| !k.ends_with("time_s"));
-        }
-        let meta = entry_meta(&p, "train.pretrain");
         (
-            run["epochs"].clone(),
-            std::fs::read(dir.join("model.safetensors")).unwrap(),
-            log,
-            meta["threads"].clone(),
+            elastic_outcome(&p, "pretrained"),
+            entry_meta(&p, "train.pretrain")["threads"].clone(),
         )
     };
-    let (one, two) = (run("1"), run("2"));
+    let ((one, _), (two, two_threads)) = (run("1"), run("2"));
     assert!(!one.2.contains("now uses"), "{}", one.2);
-    assert_eq!(two.3, 1);
+    assert_eq!(two_threads, 1);
     assert!(
         two.2.contains("the stage now uses 2 thread(s)"),
         "{}",
