@@ -200,10 +200,15 @@ fn torch_fix_step() -> Option<f64> {
         .arg("fix-step")
         .output()
         .ok()?;
-    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-        l.strip_prefix("torch fix step:")?
+    number_after(&out.stdout, "torch fix step:", "ms")
+}
+
+/// The number on the first line of `output` that starts with `prefix`, before `unit`.
+fn number_after(output: &[u8], prefix: &str, unit: &str) -> Option<f64> {
+    String::from_utf8_lossy(output).lines().find_map(|l| {
+        l.strip_prefix(prefix)?
             .trim()
-            .trim_end_matches("ms")
+            .trim_end_matches(unit)
             .trim()
             .parse()
             .ok()
@@ -697,16 +702,9 @@ fn section6() {
         .args(["section6", "--data"])
         .arg(&data)
         .output();
-    let theirs = out.ok().and_then(|out| {
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            l.strip_prefix("section 6 total wall time:")?
-                .trim()
-                .trim_end_matches('s')
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-    });
+    let theirs = out
+        .ok()
+        .and_then(|out| number_after(&out.stdout, "section 6 total wall time:", "s"));
     if let Some(theirs) = theirs {
         println!(
             "  PyTorch's script {theirs:.1} s (one process per core) → ours {:.2}× PyTorch's speed (target ≥ 8×)",
